@@ -1,0 +1,47 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a ModelFn wrapper around a conditional UNet."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .ddim import ModelFn
+
+# Text conditioning per step: one tensor for the whole trajectory, or a function of the step index
+# (Diff-II switches prompts part-way through).
+Conditioning = torch.Tensor | Callable[[int], torch.Tensor]
+
+
+def _at(cond: Conditioning, step_index: int) -> torch.Tensor:
+    return cond(step_index) if callable(cond) else cond
+
+
+def cfg_model_fn(
+    unet: torch.nn.Module,
+    cond: Conditioning,
+    uncond: Conditioning | None,
+    guidance_scale: float | torch.Tensor,
+) -> ModelFn:
+    """ε̃ = ε(∅) + w·(ε(c) − ε(∅)), both branches in one batched UNet call.
+
+    `guidance_scale` may be a per-sample tensor of shape (B,). At w = 1 (or with no unconditional
+    embedding) only the conditional branch runs.
+    """
+    scale = torch.as_tensor(guidance_scale, dtype=torch.float32)
+    plain = uncond is None or bool((scale == 1.0).all())
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor, step_index: int) -> torch.Tensor:
+        c = _at(cond, step_index)
+        t_batch = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if plain:
+            return unet(x, t_batch, encoder_hidden_states=c).sample
+        u = _at(uncond, step_index)
+        out = unet(
+            torch.cat([x, x]), torch.cat([t_batch, t_batch]), encoder_hidden_states=torch.cat([u, c])
+        ).sample
+        out_uncond, out_cond = out.chunk(2)
+        w = scale.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return out_uncond + w * (out_cond - out_uncond)
+
+    return model_fn

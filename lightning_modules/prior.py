@@ -1,0 +1,141 @@
+"""Pre-trains the tiny SD stack from scratch: first the VAE, then the UNet and CLIP text encoder.
+
+One `fit` runs both stages (`vae_steps`, then `unet_steps`); at the end the EMA weights are written as
+a diffusers-layout folder, which is the project's embedded default generator.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from diffexpand.models import TinySDConfig, build_tiny_sd
+from diffexpand.models.text import tokenize_prompts
+from diffexpand.training.losses import noise_prediction_loss, psnr, vae_loss
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _ema(module: torch.nn.Module, decay: float) -> AveragedModel:
+    ema = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return ema.requires_grad_(False)
+
+
+class TinyPriorTrainer(L.LightningModule):
+    def __init__(
+        self,
+        stack: TinySDConfig | None = None,
+        vae_steps: int = 1500,
+        unet_steps: int = 3000,
+        vae_batch_size: int = 64,
+        vae_lr: float = 1e-3,
+        unet_lr: float = 1e-3,
+        warmup_steps: int = 200,
+        kl_weight: float = 1e-6,
+        caption_dropout: float = 0.1,
+        ema_decay: float = 0.999,
+        output_dir: str = "assets/tiny-fashion-prior",
+        save_dtype: str = "float16",
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.parts = build_tiny_sd(stack or TinySDConfig())
+        self.vae, self.unet, self.text_encoder = self.parts.vae, self.parts.unet, self.parts.text_encoder
+        self.ema_unet = _ema(self.unet, ema_decay)
+        self.ema_text_encoder = _ema(self.text_encoder, ema_decay)
+        # 0 until the diffusion stage measures the latent std; checkpoints carry it.
+        self.register_buffer("latent_scale", torch.zeros(()))
+        self.register_buffer("alphas_cumprod", self.parts.scheduler.alphas_cumprod.clone().float())
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=hp.vae_lr, weight_decay=0.0)
+        diff_params = [*self.unet.parameters(), *self.text_encoder.parameters()]
+        diff_opt = torch.optim.AdamW(diff_params, lr=hp.unet_lr, weight_decay=0.01)
+        vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _warmup_cosine(hp.warmup_steps, hp.vae_steps))
+        diff_sched = torch.optim.lr_scheduler.LambdaLR(diff_opt, _warmup_cosine(hp.warmup_steps, hp.unet_steps))
+        return [vae_opt, diff_opt], [vae_sched, diff_sched]
+
+    @property
+    def in_vae_stage(self) -> bool:
+        return self.global_step < self.hparams.vae_steps
+
+    def _encode_captions(self, captions: list[str]) -> torch.Tensor:
+        """Text hidden states with gradient, running CLIP once per distinct caption of the batch."""
+        unique = list(dict.fromkeys(captions))
+        ids = tokenize_prompts(self.parts.tokenizer, unique).to(self.device)
+        hidden = self.text_encoder(ids)[0]
+        return hidden[torch.tensor([unique.index(c) for c in captions], device=self.device)]
+
+    @torch.no_grad()
+    def _latents(self, images: torch.Tensor) -> torch.Tensor:
+        mean = self.vae.encode(images).latent_dist.mean
+        if self.latent_scale == 0:  # first diffusion step: unit-variance latents, as SD's 0.18215
+            self.latent_scale.fill_(1.0 / mean.std().item())
+        return mean * self.latent_scale
+
+    def training_step(self, batch, batch_idx):
+        vae_opt, diff_opt = self.optimizers()
+        vae_sched, diff_sched = self.lr_schedulers()
+        images = batch["pixel_values"]
+        if self.in_vae_stage:
+            # The VAE costs twice the UNet per image on a CPU, and needs fewer images to converge.
+            losses = vae_loss(self.vae, images[: self.hparams.vae_batch_size], self.hparams.kl_weight)
+            vae_opt.zero_grad()
+            self.manual_backward(losses["loss"])
+            vae_opt.step()
+            vae_sched.step()
+            self.log_dict({f"vae/{k}": v for k, v in losses.items()}, prog_bar=True)
+            return
+        self.vae.eval()
+        latents = self._latents(images)
+        drop = torch.rand(len(images)) < self.hparams.caption_dropout
+        captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist(), strict=True)]
+        loss = noise_prediction_loss(
+            self.unet, latents, self._encode_captions(captions), self.alphas_cumprod,
+            self.parts.scheduler.config.prediction_type,
+        )  # fmt: skip
+        diff_opt.zero_grad()
+        self.manual_backward(loss)
+        torch.nn.utils.clip_grad_norm_([*self.unet.parameters(), *self.text_encoder.parameters()], 1.0)
+        diff_opt.step()
+        diff_sched.step()
+        self.ema_unet.update_parameters(self.unet)
+        self.ema_text_encoder.update_parameters(self.text_encoder)
+        self.log_dict({"diffusion/loss": loss, "latent_scale": self.latent_scale}, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        images = batch["pixel_values"]
+        recon = self.vae.decode(self.vae.encode(images).latent_dist.mean).sample
+        self.log("val/vae_psnr", psnr(recon, images).mean(), prog_bar=True)
+
+    # ---- export -------------------------------------------------------------------------------
+    def export_components(self):
+        """The trained stack with EMA weights and the measured latent scaling factor."""
+        parts = self.parts
+        parts.unet.load_state_dict(self.ema_unet.module.state_dict())
+        parts.text_encoder.load_state_dict(self.ema_text_encoder.module.state_dict())
+        scale = float(self.latent_scale) if self.latent_scale > 0 else 1.0
+        parts.vae.register_to_config(scaling_factor=scale)
+        return parts
+
+    def on_train_end(self) -> None:
+        if not self.trainer.is_global_zero or not self.hparams.output_dir:
+            return
+        out = Path(self.hparams.output_dir)
+        self.export_components().save_pretrained(out, dtype=getattr(torch, self.hparams.save_dtype))
+        print(f"Saved the trained prior to {out.resolve()}")
