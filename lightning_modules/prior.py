@@ -37,8 +37,8 @@ class TinyPriorTrainer(L.LightningModule):
     def __init__(
         self,
         stack: TinySDConfig | None = None,
-        vae_steps: int = 1500,
-        unet_steps: int = 3000,
+        vae_steps: int = 2000,
+        unet_steps: int = 5000,
         vae_batch_size: int = 64,
         vae_lr: float = 1e-3,
         unet_lr: float = 1e-3,

@@ -78,7 +78,8 @@ def load_sd_components(
             raise
         raise _not_available(source, err) from err
     parts = SDComponents(tokenizer, text_encoder, vae, unet, scheduler)
-    parts.to(device=device)
+    if torch.device(device) != unet.device:
+        parts.to(device=device)
     for module in parts.modules.values():
         module.eval()
     return parts

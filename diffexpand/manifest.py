@@ -1,0 +1,62 @@
+"""The synthetic-set manifest: `metadata.jsonl` in the Hugging Face `imagefolder` convention.
+
+One JSON object per line, `file_name` (relative to the folder) first, then `label` and whatever the
+method recorded. Images are written atomically before their line is appended, so a line always
+points to a complete image; a torn last line (a crash mid-append) is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MANIFEST_NAME = "metadata.jsonl"
+
+
+def read_manifest(folder: str | Path) -> list[dict]:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # torn final line from an interrupted append
+            if line.strip():
+                records.append(json.loads(line))
+    return records
+
+
+def append_manifest(folder: str | Path, records: list[dict]) -> None:
+    """Append records, each line complete and flushed to disk before returning."""
+    path = Path(folder) / MANIFEST_NAME
+    repair_torn_tail(path)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(lines)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def repair_torn_tail(path: Path) -> None:
+    """Cut a final line that has no newline (left by a crash), so appends start on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        fh.truncate(data.rfind(b"\n") + 1)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary sibling, fsync, then rename: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

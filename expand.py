@@ -1,0 +1,50 @@
+"""Expansion entry point: `python expand.py predict [--config FILE] [--output_dir DIR]`.
+
+With no config it runs the embedded default (configs/expand/default.yaml). `--output_dir` is the one
+place a synthetic set goes; it is printed at the end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "expand" / "default.yaml"
+
+
+class ExpandCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--output_dir", default="outputs/synthetic", help="where the synthetic set goes")
+        parser.link_arguments("output_dir", "data.init_args.output_dir")
+
+    def instantiate_trainer(self, **kwargs):
+        from callbacks.image_writer import SyntheticImageWriter
+
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(SyntheticImageWriter(self._output_dir()))
+        return trainer
+
+    def _output_dir(self) -> str:
+        return self.config[self.subcommand]["output_dir"] if self.subcommand else self.config["output_dir"]
+
+    def after_predict(self) -> None:
+        print(f"Synthetic set written to {Path(self._output_dir()).resolve()}")
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> ExpandCLI:
+    return ExpandCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"predict": {"default_config_files": [str(DEFAULT_CONFIG)]}},
+        save_config_callback=None,
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,69 @@
+"""Test-wide hygiene: offline hub, offline W&B, no network, tiny models built once per run."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class NetworkAccessError(RuntimeError):
+    pass
+
+
+def _is_local(address) -> bool:
+    if isinstance(address, str | bytes):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in {"localhost", ""}:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _guarded(real):
+    def connect(self, address):
+        if not _is_local(address):
+            raise NetworkAccessError(f"test tried to open a network connection to {address!r}")
+        return real(self, address)
+
+    return connect
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Fail any test that connects anywhere but loopback (DDP on one machine stays allowed)."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    """A randomly initialised tiny SD stack saved once in diffusers layout."""
+    from diffexpand.models import build_tiny_sd
+
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    build_tiny_sd().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tiny_sd_dir):
+    from diffexpand.models import load_sd_components
+
+    return load_sd_components(tiny_sd_dir)
