@@ -25,12 +25,16 @@ class SyntheticImageWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
+    ):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lines = []
         for image, record in zip(prediction["images"], prediction["records"], strict=True):
             file_name = f"images/{record['sample_id']}.png"
             atomic_write_bytes(self.output_dir / file_name, png_bytes(image))
-            lines.append({"file_name": file_name, "label": record["label"], "id": record["sample_id"]}
-                         | {k: v for k, v in record.items() if k not in _INTERNAL | {"label"}})
+            lines.append(
+                {"file_name": file_name, "label": record["label"], "id": record["sample_id"]}
+                | {k: v for k, v in record.items() if k not in _INTERNAL | {"label"}}
+            )
         append_manifest(self.output_dir, lines)

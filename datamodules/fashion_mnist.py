@@ -69,7 +69,9 @@ class FashionMNISTDataModule(L.LightningDataModule):
             images, labels = images[sl], labels[sl]
         words = METACLASS_OF_CLASS if hp.caption == "metaclass" else CLASS_NAMES
         captions = [hp.prompt_template.format(words[y]) for y in labels]
-        return FashionMNISTTensors(resize_uint8(images, hp.image_size), torch.as_tensor(labels), captions, hflip)
+        return FashionMNISTTensors(
+            resize_uint8(images, hp.image_size), torch.as_tensor(labels), captions, hflip
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and not hasattr(self, "train_set"):

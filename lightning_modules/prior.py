@@ -6,7 +6,10 @@ a diffusers-layout folder, which is the project's embedded default generator.
 
 from __future__ import annotations
 
+import json
 import math
+import platform
+import time
 from pathlib import Path
 
 import lightning as L
@@ -59,6 +62,16 @@ class TinyPriorTrainer(L.LightningModule):
         # 0 until the diffusion stage measures the latent std; checkpoints carry it.
         self.register_buffer("latent_scale", torch.zeros(()))
         self.register_buffer("alphas_cumprod", self.parts.scheduler.alphas_cumprod.clone().float())
+        # Training wall time, summed over resumed runs (the model card reports it).
+        self.register_buffer("train_seconds", torch.zeros((), dtype=torch.float64))
+        self._batch_started = None
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self._batch_started is not None:
+            self.train_seconds += time.perf_counter() - self._batch_started
 
     # ---- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -67,7 +80,9 @@ class TinyPriorTrainer(L.LightningModule):
         diff_params = [*self.unet.parameters(), *self.text_encoder.parameters()]
         diff_opt = torch.optim.AdamW(diff_params, lr=hp.unet_lr, weight_decay=0.01)
         vae_sched = torch.optim.lr_scheduler.LambdaLR(vae_opt, _warmup_cosine(hp.warmup_steps, hp.vae_steps))
-        diff_sched = torch.optim.lr_scheduler.LambdaLR(diff_opt, _warmup_cosine(hp.warmup_steps, hp.unet_steps))
+        diff_sched = torch.optim.lr_scheduler.LambdaLR(
+            diff_opt, _warmup_cosine(hp.warmup_steps, hp.unet_steps)
+        )
         return [vae_opt, diff_opt], [vae_sched, diff_sched]
 
     @property
@@ -138,4 +153,20 @@ class TinyPriorTrainer(L.LightningModule):
             return
         out = Path(self.hparams.output_dir)
         self.export_components().save_pretrained(out, dtype=getattr(torch, self.hparams.save_dtype))
+        info = {
+            "vae_steps": self.hparams.vae_steps,
+            "unet_steps": self.hparams.unet_steps,
+            "batch_size": self.trainer.train_dataloader.batch_size,
+            "vae_batch_size": self.hparams.vae_batch_size,
+            "train_seconds": round(float(self.train_seconds), 1),
+            "hardware": describe_hardware(),
+            "latent_scaling_factor": float(self.latent_scale),
+        }
+        (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(f"Saved the trained prior to {out.resolve()}")
+
+
+def describe_hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA)"
+    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"

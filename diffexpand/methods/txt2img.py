@@ -31,7 +31,10 @@ class Txt2Img:
         device = parts.unet.device
         size = parts.unet.config.sample_size
         latents = seeded_randn(
-            [r["seed"] for r in records], (parts.unet.config.in_channels, size, size), device, parts.unet.dtype
+            [r["seed"] for r in records],
+            (parts.unet.config.in_channels, size, size),
+            device,
+            parts.unet.dtype,
         )
         cond = encode_prompts(parts.tokenizer, parts.text_encoder, [r["prompt"] for r in records])
         uncond = encode_prompts(parts.tokenizer, parts.text_encoder, [self.negative_prompt] * len(records))

@@ -1,0 +1,61 @@
+"""The oracle: a small CNN trained on all of Fashion-MNIST, used only to *measure* generated images
+(is it the prompted class? how spread out are the features?), never to train on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class OracleCNN(nn.Module):
+    """RGB or grayscale images in [-1, 1] (any size; resized to 32) -> logits over the classes."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32, feature_dim: int = 128):
+        super().__init__()
+        self.config = {"num_classes": num_classes, "width": width, "feature_dim": feature_dim}
+        # One conv at full resolution, more at lower ones: most of the accuracy for a third of the
+        # compute of a VGG-style stack (it trains on a CPU in minutes).
+        w = width
+        self.body = nn.Sequential(
+            *_conv(1, w), nn.MaxPool2d(2),
+            *_conv(w, 2 * w), nn.MaxPool2d(2),
+            *_conv(2 * w, 4 * w), *_conv(4 * w, 4 * w), nn.MaxPool2d(2),
+        )  # fmt: skip
+        self.neck = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 16, feature_dim), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (B, feature_dim): the space the diversity metrics are measured in."""
+        x = images.mean(1, keepdim=True) if images.shape[1] == 3 else images  # Fashion-MNIST is gray
+        if x.shape[-1] != 32:
+            x = nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True)
+        return self.neck(self.body(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def save(self, folder: str | Path, extra: dict | None = None) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, folder / WEIGHTS)
+        (folder / CONFIG).write_text(json.dumps({**self.config, **(extra or {})}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> OracleCNN:
+        folder = Path(folder)
+        if not (folder / WEIGHTS).is_file():
+            raise FileNotFoundError(f"no oracle at {folder} (expected {WEIGHTS} and {CONFIG})")
+        config = json.loads((folder / CONFIG).read_text())
+        model = cls(**{k: config[k] for k in ("num_classes", "width", "feature_dim")})
+        model.load_state_dict(load_file(folder / WEIGHTS, device=str(device)))
+        return model.to(device).eval()
