@@ -1,0 +1,111 @@
+"""A labelled image dataset cut to the experiment's subset (few-shot, long-tail or all)."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms import functional as TF
+
+from diffexpand.data.readers import LabeledImages, read_dataset
+from diffexpand.data.subsets import select_subset, step_batch_indices
+
+
+def image_to_tensor(image, size: int) -> torch.Tensor:
+    """PIL RGB -> (3, size, size) in [-1, 1]: shorter side to `size` (antialiased), centre crop."""
+    image = TF.resize(image, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    image = TF.center_crop(image, size)
+    return TF.to_tensor(image).mul(2).sub(1).clamp(-1, 1)
+
+
+class SubsetImages(Dataset):
+    """Items are dicts (pixel_values, label, id); an index may come with a flip bit: (index, flip)."""
+
+    def __init__(self, data: LabeledImages, indices: np.ndarray, size: int):
+        self.data, self.indices, self.size = data, np.asarray(indices), size
+        self._cache: dict[int, torch.Tensor] = {}  # few-shot sets are small: decode each image once
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item) -> dict:
+        i, flip = item if isinstance(item, tuple) else (item, False)
+        j = int(self.indices[i])
+        if j not in self._cache:
+            self._cache[j] = image_to_tensor(self.data.image(j), self.size)
+        x = self._cache[j]
+        x = x.flip(-1) if flip else x
+        return {"pixel_values": x, "label": int(self.data.labels[j]), "id": self.data.ids[j]}
+
+
+class StepBatchSampler(Sampler):
+    """Batches for training steps start..end-1, each a pure function of (seed, step): a resumed run
+    sees exactly the batches the uninterrupted one would have."""
+
+    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int, end_step: int, hflip=1):
+        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
+        self.start_step, self.end_step, self.hflip = start_step, end_step, hflip
+
+    def __len__(self) -> int:
+        return max(0, self.end_step - self.start_step)
+
+    def __iter__(self):
+        for step in range(self.start_step, self.end_step):
+            idx = step_batch_indices(self.num_items, self.batch_size, step, self.seed)
+            flips = np.random.default_rng([self.seed, step, 1]).random(len(idx)) < 0.5
+            yield [(int(i), bool(f and self.hflip)) for i, f in zip(idx, flips, strict=True)]
+
+
+class LabeledImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        root: str | None = None,
+        subset: str = "few_shot",
+        shots: int = 5,
+        imbalance_factor: float = 100.0,
+        max_count: int | None = None,
+        seed: int = 0,
+        image_size: int = 32,
+        batch_size: int = 8,
+        hflip: bool = True,
+        num_workers: int = 0,
+        reader_args: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_data: LabeledImages | None = None
+
+    def prepare_data(self) -> None:
+        self._read()
+
+    def _read(self) -> LabeledImages:
+        if self.train_data is None:
+            hp = self.hparams
+            self.train_data = read_dataset(hp.dataset, hp.root, "train", **(hp.reader_args or {}))
+            self.indices = select_subset(
+                self.train_data.labels, hp.subset, hp.shots, hp.imbalance_factor, hp.seed, hp.max_count
+            )
+        return self.train_data
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._read().class_names
+
+    @property
+    def metaclasses(self) -> list[str]:
+        return self._read().metaclasses
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = SubsetImages(self._read(), self.indices, self.hparams.image_size)
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        trainer = self.trainer
+        end = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else None
+        if end is None:
+            raise ValueError("LabeledImageDataModule trains by steps: set trainer.max_steps")
+        n = len(self.train_set)
+        sampler = StepBatchSampler(n, hp.batch_size, hp.seed, trainer.global_step, end, hp.hflip)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=hp.num_workers)

@@ -1,0 +1,141 @@
+"""Concept learner (the Diff-Mix recipe Diff-II uses): textual-inversion tokens per class plus one
+LoRA shared by all classes, trained with the noise-prediction loss on "a photo of a <class_i> {metaclass}".
+
+Class names and metaclasses come from the datamodule at `setup`, so one config line picks the dataset.
+At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from diffexpand.concepts import (
+    ConceptEmbeddings,
+    add_placeholder_tokens,
+    add_shared_lora,
+    concept_phrase,
+    initial_rows,
+    lora_layers_for_saving,
+    save_concepts,
+)
+from diffexpand.concepts.lora import DEFAULT_TARGETS
+from diffexpand.models import load_sd_components
+from diffexpand.models.text import tokenize_prompts
+from diffexpand.models.vae import encode_images
+from diffexpand.paths import DEFAULT_PRIOR
+from diffexpand.training.losses import noise_prediction_loss
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"concept:{seed}:{step}".encode()).digest()[:8], "big") >> 1
+
+
+class ConceptLearner(L.LightningModule):
+    def __init__(
+        self,
+        pretrained: str = str(DEFAULT_PRIOR),
+        tokens_per_class: int = 1,
+        init_from: str = "metaclass",
+        lora_rank: int = 10,
+        lora_alpha: float | None = None,
+        lora_targets: tuple[str, ...] = DEFAULT_TARGETS,
+        embedding_lr: float = 5e-5,
+        lora_lr: float = 5e-5,
+        lora_weight_decay: float = 1e-2,
+        prompt_template: str = "a photo of a {tokens} {metaclass}",
+        output_dir: str = "outputs/concepts",
+        seed: int = 0,
+        dtype: str = "float32",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if init_from not in {"metaclass", "class_name"}:
+            raise ValueError(f"init_from must be 'metaclass' or 'class_name', got {init_from!r}")
+        if tokens_per_class < 1:
+            raise ValueError(f"tokens_per_class must be >= 1, got {tokens_per_class}")
+        self.save_hyperparameters()
+        # Checkpoints hold only what trains (LoRA + new rows); the frozen base comes from `pretrained`.
+        self.strict_loading = False
+        self.parts = None
+
+    # ---- model construction (needs the dataset's classes) --------------------------------------
+    def configure_model(self) -> None:
+        if self.parts is not None:
+            return
+        hp = self.hparams
+        dm = self.trainer.datamodule
+        self.class_names, self.metaclasses = list(dm.class_names), list(dm.metaclasses)
+        parts = load_sd_components(hp.pretrained, dtype=getattr(torch, hp.dtype))
+        parts.requires_grad_(False)
+        ids = add_placeholder_tokens(
+            parts.tokenizer, parts.text_encoder, len(self.class_names), hp.tokens_per_class
+        )
+        words = self.metaclasses if hp.init_from == "metaclass" else self.class_names
+        self.concepts = ConceptEmbeddings(
+            ids, initial_rows(parts.tokenizer, parts.text_encoder, words, hp.tokens_per_class)
+        )
+        self.concepts.attach(parts.text_encoder)
+        add_shared_lora(parts.unet, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
+        for p in parts.unet.parameters():  # trainable LoRA weights stay fp32 under mixed precision
+            if p.requires_grad:
+                p.data = p.data.float()
+        if hp.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+        self.parts = parts
+        self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+        self.register_buffer(
+            "alphas_cumprod", parts.scheduler.alphas_cumprod.float().clone(), persistent=False
+        )
+        self.prompts = [
+            hp.prompt_template.format(tokens=concept_phrase(c, hp.tokens_per_class), metaclass=m)
+            for c, m in enumerate(self.metaclasses)
+        ]
+
+    def lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.unet.named_parameters() if "lora_" in n]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return torch.optim.AdamW([
+            {"params": [self.concepts.weight], "lr": hp.embedding_lr, "weight_decay": 0.0},
+            {"params": self.lora_parameters(), "lr": hp.lora_lr, "weight_decay": hp.lora_weight_decay},
+        ])  # fmt: skip
+
+    # ---- training ---------------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        # All randomness of a step comes from (seed, global_step): resuming reproduces it exactly.
+        g = torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams.seed, self.global_step))
+        self.vae.eval()
+        with torch.no_grad():
+            latents = encode_images(self.vae, batch["pixel_values"], sample=True, generator=g).float()
+        ids = tokenize_prompts(self.parts.tokenizer, [self.prompts[int(c)] for c in batch["label"]]).to(
+            self.device
+        )
+        hidden = self.text_encoder(ids)[0]
+        loss = noise_prediction_loss(
+            self.unet, latents.to(self.unet.dtype), hidden.to(self.unet.dtype), self.alphas_cumprod,
+            self.parts.scheduler.config.prediction_type, generator=g,
+        )  # fmt: skip
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    # ---- checkpoints hold only what was trained ------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    # ---- export ---------------------------------------------------------------------------------
+    def export(self, folder) -> None:
+        save_concepts(
+            folder, self.concepts.weight, self.class_names, self.metaclasses, self.hparams.prompt_template,
+            str(self.hparams.pretrained), lora_layers_for_saving(self.unet),
+        )  # fmt: skip
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero and self.hparams.output_dir:
+            self.export(Path(self.hparams.output_dir))
+            print(f"Saved concepts to {Path(self.hparams.output_dir).resolve()}")
