@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 from torchvision.transforms import functional as TF
 
 from diffexpand.data.readers import LabeledImages, read_dataset
@@ -39,22 +39,32 @@ class SubsetImages(Dataset):
         return {"pixel_values": x, "label": int(self.data.labels[j]), "id": self.data.ids[j]}
 
 
-class StepBatchSampler(Sampler):
+class StepBatchSampler(BatchSampler):
     """Batches for training steps start..end-1, each a pure function of (seed, step): a resumed run
-    sees exactly the batches the uninterrupted one would have."""
+    sees exactly the batches the uninterrupted one would have.
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int, end_step: int, hflip=1):
-        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.start_step, self.end_step, self.hflip = start_step, end_step, hflip
+    Under DDP Lightning re-creates this sampler with a `DistributedSampler` as `sampler`; each rank then
+    takes its slice of the step's global batch (batch_size x world size), so ranks never overlap.
+    """
+
+    def __init__(
+        self, sampler, batch_size: int, seed: int, start_step: int, end_step: int, hflip: bool = True
+    ):
+        super().__init__(sampler, batch_size, drop_last=True)
+        self.num_items = len(getattr(sampler, "dataset", sampler))
+        self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
+        self.seed, self.start_step, self.end_step, self.hflip = seed, start_step, end_step, hflip
 
     def __len__(self) -> int:
         return max(0, self.end_step - self.start_step)
 
     def __iter__(self):
+        b = self.batch_size
         for step in range(self.start_step, self.end_step):
-            idx = step_batch_indices(self.num_items, self.batch_size, step, self.seed)
+            idx = step_batch_indices(self.num_items, b * self.world, step, self.seed)
             flips = np.random.default_rng([self.seed, step, 1]).random(len(idx)) < 0.5
-            yield [(int(i), bool(f and self.hflip)) for i, f in zip(idx, flips, strict=True)]
+            mine = slice(self.rank * b, (self.rank + 1) * b)
+            yield [(int(i), bool(f and self.hflip)) for i, f in zip(idx[mine], flips[mine], strict=True)]
 
 
 class LabeledImageDataModule(L.LightningDataModule):
@@ -106,6 +116,7 @@ class LabeledImageDataModule(L.LightningDataModule):
         end = trainer.max_steps if trainer is not None and trainer.max_steps > 0 else None
         if end is None:
             raise ValueError("LabeledImageDataModule trains by steps: set trainer.max_steps")
-        n = len(self.train_set)
-        sampler = StepBatchSampler(n, hp.batch_size, hp.seed, trainer.global_step, end, hp.hflip)
+        sampler = StepBatchSampler(
+            SequentialSampler(self.train_set), hp.batch_size, hp.seed, trainer.global_step, end, hp.hflip
+        )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=hp.num_workers)

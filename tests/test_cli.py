@@ -34,7 +34,13 @@ def _subcommand(config: Path) -> str:
 def test_every_config_parses_and_instantiates(config):
     """Every YAML under configs/ builds its model, datamodule and trainer (without running)."""
     shell = importlib.import_module("expand" if _subcommand(config) == "predict" else "train")
-    cli = shell.cli_main([f"--config={config}", "--trainer.logger=false"], run=False)
+    cpu = [
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=1",
+        "--trainer.strategy=auto",
+        "--trainer.precision=32-true",
+    ]
+    cli = shell.cli_main([f"--config={config}", "--trainer.logger=false", *cpu], run=False)
     assert cli.model is not None and cli.datamodule is not None
 
 

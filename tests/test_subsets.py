@@ -81,3 +81,26 @@ def test_step_batches_cover_each_pass_once_and_are_step_addressable():
     for p in range(4):
         assert sorted(stream[p * n : (p + 1) * n].tolist()) == list(range(n))
     assert np.array_equal(step_batch_indices(n, b, 7, seed=5), stream[28:32])
+
+
+def test_step_sampler_splits_each_global_batch_across_ranks():
+    from torch.utils.data import DistributedSampler, SequentialSampler
+
+    from datamodules.labeled import StepBatchSampler
+
+    data = list(range(40))  # whole batches per pass: no batch straddles two permutations
+    single = list(StepBatchSampler(SequentialSampler(data), 8, seed=1, start_step=0, end_step=5))
+    ranks = [
+        list(
+            StepBatchSampler(
+                DistributedSampler(data, num_replicas=2, rank=r), 4, seed=1, start_step=0, end_step=5
+            )
+        )
+        for r in (0, 1)
+    ]
+    for step in range(5):
+        a, b = [i for i, _ in ranks[0][step]], [i for i, _ in ranks[1][step]]
+        assert not set(a) & set(b)
+        assert a + b == [i for i, _ in single[step]]  # same global batch as one process with batch 8
+    resumed = list(StepBatchSampler(SequentialSampler(data), 8, seed=1, start_step=3, end_step=5))
+    assert resumed == single[3:]
