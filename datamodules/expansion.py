@@ -65,11 +65,8 @@ class ExpansionDataModule(L.LightningDataModule):
         return records
 
     def setup(self, stage: str | None = None) -> None:
-        done = (
-            {r["sample_id"] for r in read_manifest(self.hparams.output_dir)}
-            if self.hparams.output_dir
-            else set()
-        )
+        output_dir = self.hparams.output_dir
+        done = {r["id"] for r in read_manifest(output_dir)} if output_dir else set()
         self.records = [r for r in self.plan() if r["sample_id"] not in done]
         self.num_done = len(done)
 
