@@ -11,13 +11,24 @@ from diffexpand.training.losses import psnr
 
 
 @torch.no_grad()
-def generate_for_prompt(parts, prompt: str, n: int, steps: int, guidance: float, seed: int, batch: int = 100):
-    """n images in [-1, 1] for one prompt, each from its own seed."""
+def generate_for_prompt(
+    parts,
+    prompt: str,
+    n: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    batch: int = 100,
+    key: str | None = None,
+):
+    """n images in [-1, 1] for one prompt, each from its own seed (derived from `key`, default the
+    prompt: pass the same key to compare two prompts on the same starting noise)."""
+    key = prompt if key is None else key
     method = Txt2Img(num_inference_steps=steps, guidance_scale=guidance)
     images = []
     for start in range(0, n, batch):
         records = [
-            {"prompt": prompt, "seed": sample_seed(seed, f"{prompt}/{i}")}
+            {"prompt": prompt, "seed": sample_seed(seed, f"{key}/{i}")}
             for i in range(start, min(n, start + batch))
         ]
         images.append(method.generate(parts, records).clamp(-1, 1))
