@@ -66,6 +66,10 @@ class TinyPriorTrainer(L.LightningModule):
         self.register_buffer("train_seconds", torch.zeros((), dtype=torch.float64))
         self._batch_started = None
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints from before wall-time recording: start the clock at zero rather than refuse them.
+        checkpoint["state_dict"].setdefault("train_seconds", torch.zeros((), dtype=torch.float64))
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
         self._batch_started = time.perf_counter()
 
