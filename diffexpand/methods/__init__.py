@@ -1,4 +1,14 @@
-from . import txt2img  # noqa: F401  (registers the method)
+# Importing the method files registers them by name.
+from . import diffii, mix, sdedit_family, txt2img  # noqa: F401
+from .base import ExpansionMethod
+from .common import PlanContext, sample_rng
 from .registry import available_methods, create_method, register_method
 
-__all__ = ["available_methods", "create_method", "register_method"]
+__all__ = [
+    "ExpansionMethod",
+    "PlanContext",
+    "available_methods",
+    "create_method",
+    "register_method",
+    "sample_rng",
+]

@@ -32,7 +32,7 @@ def create_method(name: str, **kwargs):
         cfg = parser.parse_object(kwargs)
     except ArgumentError as err:
         raise ValueError(f"bad settings for expansion method {name!r}: {err}") from err
-    return cls(**parser.instantiate_classes(cfg).as_dict())
+    return cls(**parser.instantiate(cfg).as_dict())
 
 
 def available_methods() -> list[str]:

@@ -6,39 +6,31 @@ from dataclasses import dataclass
 
 import torch
 
-from diffexpand.models.text import encode_prompts
-from diffexpand.models.vae import decode_latents
 from diffexpand.sampling import Schedule, cfg_model_fn, ddim_sample
-from diffexpand.seeding import seeded_randn
 
+from .base import ExpansionMethod
+from .common import conditions, decode, initial_noise
 from .registry import register_method
 
 
 @register_method("txt2img")
 @dataclass
-class Txt2Img:
+class Txt2Img(ExpansionMethod):
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     negative_prompt: str = ""
+    use_concepts: bool = False  # True: "a photo of a <class_i> shoe" instead of the class name
 
-    def plan(self, record: dict) -> dict:
-        """What this method adds to a planned record (nothing random beyond the seed)."""
-        return {}
+    def __post_init__(self):
+        self.uses_concepts = self.use_concepts
+
+    def plan(self, ctx, label, rng) -> dict:
+        return {"prompt": (ctx.class_prompts if self.use_concepts else ctx.plain_prompts)[label]}
 
     @torch.no_grad()
     def generate(self, parts, records: list[dict]) -> torch.Tensor:
         """Images in [-1, 1], one per record, reproducible from each record's seed."""
-        device = parts.unet.device
-        size = parts.unet.config.sample_size
-        latents = seeded_randn(
-            [r["seed"] for r in records],
-            (parts.unet.config.in_channels, size, size),
-            device,
-            parts.unet.dtype,
-        )
-        cond = encode_prompts(parts.tokenizer, parts.text_encoder, [r["prompt"] for r in records])
-        uncond = encode_prompts(parts.tokenizer, parts.text_encoder, [self.negative_prompt] * len(records))
+        cond, uncond = conditions(parts, [r["prompt"] for r in records], self.negative_prompt)
         schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
         model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
-        latents = ddim_sample(model_fn, latents, schedule)
-        return decode_latents(parts.vae, latents)
+        return decode(parts, ddim_sample(model_fn, initial_noise(parts, records), schedule))

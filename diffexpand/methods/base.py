@@ -1,0 +1,40 @@
+"""What an expansion method is: a planner of per-image random choices and a batched generator.
+
+`plan` runs once per synthetic image, on the CPU, before any model work: it draws every random choice
+(source image, pair, strength, target class, suffix …) from the sample's own generator and returns
+them as plain record fields, which end up in metadata.jsonl. `generate` turns a batch of records
+(plus the tensors the DataModule attached: source latents, inversions) into images in [-1, 1]; it may
+add what it computed (e.g. Diff-II's λ) to the records. Nothing depends on batch composition.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .common import PlanContext
+
+
+class ExpansionMethod:
+    name: str = "base"
+    uses_concepts: bool = False  # needs a concept folder (learned tokens)
+    concept_lora: bool = True  # with concepts: also load the shared LoRA
+    uses_sources: bool = False  # needs VAE latents of real images ("source_latent")
+    uses_inversions: bool = False  # needs the DDIM inversion pool ("inversion_a", "inversion_b")
+
+    def plan(self, ctx: PlanContext, label: int, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+    def generate(self, parts, records: list[dict]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def pick_source(ctx: PlanContext, label: int, rng: np.random.Generator) -> str:
+    members = ctx.source_ids[label]
+    if not members:
+        raise ValueError(f"class {ctx.class_names[label]!r} has no real image to start from")
+    return members[int(rng.integers(len(members)))]
+
+
+def stack(records: list[dict], key: str, parts) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(r[key]) for r in records]).to(parts.unet.device, parts.unet.dtype)

@@ -1,0 +1,82 @@
+"""Pieces every expansion method shares: prompt conditioning, seeded noise, SDEdit, decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from diffexpand.models.text import encode_prompts
+from diffexpand.models.vae import decode_latents
+from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
+from diffexpand.seeding import seeded_randn
+
+
+@dataclass
+class PlanContext:
+    """What a method may look at when it plans one synthetic image: the real subset by class and the
+    prompts of each class. Nothing here is random; randomness comes from the sample's own generator."""
+
+    class_names: list[str]
+    metaclasses: list[str]
+    source_ids: list[list[str]]  # real image ids per class
+    class_prompts: list[str]  # "a photo of a <class_i> shoe" with concepts, else "a photo of a Sneaker"
+    plain_prompts: list[str]  # class-name prompts, for methods that do not use learned tokens
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def sample_rng(seed: int) -> np.random.Generator:
+    """The sample's own generator: every random choice of one synthetic image is drawn from it."""
+    return np.random.default_rng(seed)
+
+
+def latent_shape(parts) -> tuple[int, int, int]:
+    size = parts.unet.config.sample_size
+    return (parts.unet.config.in_channels, size, size)
+
+
+def initial_noise(parts, records: list[dict], stream: str = "noise") -> torch.Tensor:
+    """Per-sample N(0, I) latents from each record's seed (`stream` separates independent draws)."""
+    seeds = [int(np.random.default_rng([r["seed"], hash_stream(stream)]).integers(2**62)) for r in records]
+    return seeded_randn(seeds, latent_shape(parts), parts.unet.device, parts.unet.dtype)
+
+
+def hash_stream(name: str) -> int:
+    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
+
+
+def conditions(parts, prompts: list[str], negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    cond = encode_prompts(parts.tokenizer, parts.text_encoder, prompts)
+    uncond = encode_prompts(parts.tokenizer, parts.text_encoder, [negative_prompt] * len(prompts))
+    return cond, uncond
+
+
+@torch.no_grad()
+def sdedit(
+    parts, source_latents: torch.Tensor, records: list[dict], prompts: list[str], strengths: list[float],
+    steps: int, guidance: float, negative_prompt: str = "",
+) -> torch.Tensor:  # fmt: skip
+    """SDEdit (Meng et al. 2022): noise each source latent to its strength's step, then DDIM-denoise
+    with its prompt. Samples are grouped by start step, so one batch may mix strengths."""
+    schedule = Schedule.from_scheduler(parts.scheduler, steps)
+    starts = [sdedit_start_index(s, steps) for s in strengths]
+    noise = initial_noise(parts, records, "sdedit")
+    out = source_latents.clone()
+    for start in sorted(set(starts)):
+        idx = [i for i, s in enumerate(starts) if s == start]
+        if start >= steps:  # strength 0: nothing to do
+            continue
+        sub = torch.tensor(idx, device=out.device)
+        x = add_noise(source_latents[sub], noise[sub], schedule.alpha(start))
+        cond, uncond = conditions(parts, [prompts[i] for i in idx], negative_prompt)
+        out[sub] = ddim_sample(cfg_model_fn(parts.unet, cond, uncond, guidance), x, schedule, start)
+    return out
+
+
+@torch.no_grad()
+def decode(parts, latents: torch.Tensor) -> torch.Tensor:
+    return decode_latents(parts.vae, latents).float().clamp(-1, 1)
