@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
 from diffexpand.manifest import append_manifest, atomic_write_bytes
+from diffexpand.preview import contact_sheet
 
 # Keys of a record that are bookkeeping, not something a user of the synthetic set needs.
 _INTERNAL = {"sample_id"}
@@ -38,3 +39,9 @@ class SyntheticImageWriter(BasePredictionWriter):
                 | {k: v for k, v in record.items() if k not in _INTERNAL | {"label"}}
             )
         append_manifest(self.output_dir, lines)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            sheet = contact_sheet(self.output_dir)
+            if sheet is not None:
+                sheet.save(self.output_dir / "preview.png")

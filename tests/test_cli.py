@@ -82,6 +82,10 @@ def test_expand_predict_writes_a_synthetic_set(tiny_sd_dir, tmp_path):
     for r in records:
         assert (out / r["file_name"]).is_file()
     assert str(out.resolve()) in buffer.getvalue()  # the run names where the set went
+    from PIL import Image
+
+    preview = Image.open(out / "preview.png")  # one row per class, 2 images each, scaled x2
+    assert preview.size == (2 * (2 * 34 + 2), 2 * (5 * 34 + 2))
     # A rerun finds everything done and writes nothing new.
     expand.cli_main(args)
     assert len((out / "metadata.jsonl").read_text().splitlines()) == 10
