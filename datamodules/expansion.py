@@ -1,25 +1,45 @@
-"""Plans every synthetic image as a record and serves the records to the predict loop."""
+"""Plans every synthetic image as a record and serves the records to the predict loop.
+
+One record per synthetic image: stable `sample_id`, label, per-sample seed, and every random choice
+the method makes (drawn from that seed, never from a shared generator), so output does not depend on
+batch size, world size or order. Real-image latents and Diff-II's inversion pool are computed once,
+cached on disk, and attached to each record when it is loaded.
+"""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset
 
+from diffexpand.cache import cache_key, cached_tensors
 from diffexpand.manifest import read_manifest
+from diffexpand.methods import PlanContext, sample_rng
 from diffexpand.seeding import sample_seed
 
 
 class RecordDataset(Dataset):
-    """A sized list of records, so Lightning's distributed predict sampler splits it without padding."""
+    """A sized list of records, so Lightning's distributed predict sampler splits it without padding
+    or duplicates. Tensors are looked up per item, keeping the record list light."""
 
-    def __init__(self, records: list[dict]):
-        self.records = records
+    def __init__(
+        self, records: list[dict], sources: dict[str, torch.Tensor], inversions: dict[str, torch.Tensor]
+    ):
+        self.records, self.sources, self.inversions = records, sources, inversions
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        return self.records[i]
+        record = dict(self.records[i])
+        ids = record.get("source_ids", [])
+        if self.sources and ids:
+            record["source_latent"] = self.sources[ids[0]]
+        if self.inversions and ids:
+            record["inversion_a"] = self.inversions[ids[0]]
+            if len(ids) > 1:
+                record["inversion_b"] = self.inversions[ids[1]]
+        return record
 
 
 def collate_records(records: list[dict]) -> list[dict]:
@@ -27,51 +47,140 @@ def collate_records(records: list[dict]) -> list[dict]:
 
 
 class ExpansionDataModule(L.LightningDataModule):
-    """One record per synthetic image: stable `sample_id`, label, class name, seed, prompt.
-
-    Records already listed in `output_dir`'s manifest are dropped, so a rerun finishes what is missing.
-    """
+    """`real`: init args of `LabeledImageDataModule` (dataset, subset, shots, seed, image size …).
+    Without it, `class_names` alone drive prompt-only methods (txt2img)."""
 
     def __init__(
         self,
-        class_names: list[str],
-        images_per_class: int = 5,
+        real: dict | None = None,
+        class_names: list[str] | None = None,
+        expansion_ratio: float = 5.0,
+        images_per_class: int | None = None,
         prompt_template: str = "a photo of a {}",
         seed: int = 0,
         batch_size: int = 8,
         output_dir: str | None = None,
+        cache_dir: str = ".cache/diffexpand",
+        cache_batch_size: int = 64,
     ):
         super().__init__()
-        if not class_names:
-            raise ValueError("class_names is empty: give at least one class to expand")
-        if images_per_class < 1:
+        if real is None and not class_names:
+            raise ValueError("give `real` (the real subset) or `class_names` (for prompt-only methods)")
+        if images_per_class is not None and images_per_class < 1:
             raise ValueError(f"images_per_class must be >= 1, got {images_per_class}")
+        if expansion_ratio <= 0:
+            raise ValueError(f"expansion_ratio must be > 0, got {expansion_ratio}")
         self.save_hyperparameters()
-        self.class_names = list(class_names)
 
-    def plan(self) -> list[dict]:
+    # ---- the real subset ------------------------------------------------------------------------
+    def _real(self):
+        from datamodules.labeled import LabeledImageDataModule
+
+        if not hasattr(self, "_real_dm"):
+            self._real_dm = LabeledImageDataModule(**(self.hparams.real or {}))
+            self._real_dm.setup("fit")
+        return self._real_dm
+
+    def _context(self, concepts) -> tuple[PlanContext, dict[str, int], list[int]]:
         hp = self.hparams
+        if hp.real is None:
+            names = list(hp.class_names)
+            metas, ids_per_class, counts = ["object"] * len(names), [[] for _ in names], [0] * len(names)
+        else:
+            real = self._real()
+            names, metas = real.class_names, real.metaclasses
+            data, ids_per_class = real.train_set.data, [[] for _ in names]
+            for j in real.train_set.indices:
+                ids_per_class[int(data.labels[j])].append(data.ids[j])
+            counts = [len(v) for v in ids_per_class]
+        plain = [hp.prompt_template.format(n) for n in names]
+        if concepts is not None:
+            concepts.check_matches(names)
+            class_prompts = [concepts.prompt(c) for c in range(len(names))]
+        else:
+            class_prompts = plain
+        ctx = PlanContext(names, metas, ids_per_class, class_prompts, plain)
+        index = {sid: k for k, sid in enumerate(s for ids in ids_per_class for s in ids)}
+        return ctx, index, counts
+
+    # ---- planning -------------------------------------------------------------------------------
+    def plan(self, method, concepts=None) -> list[dict]:
+        hp = self.hparams
+        ctx, _, counts = self._context(concepts)
         records = []
-        for label, name in enumerate(self.class_names):
-            for k in range(hp.images_per_class):
+        for label, name in enumerate(ctx.class_names):
+            n = hp.images_per_class or max(1, round(hp.expansion_ratio * counts[label]))
+            for k in range(n):
                 sample_id = f"c{label:04d}_{k:05d}"
-                records.append({
-                    "sample_id": sample_id,
-                    "label": label,
-                    "class_name": name,
-                    "seed": sample_seed(hp.seed, sample_id),
-                    "prompt": hp.prompt_template.format(name),
-                })  # fmt: skip
+                seed = sample_seed(hp.seed, sample_id)
+                record = {"sample_id": sample_id, "label": label, "class_name": name, "seed": seed}
+                records.append(record | method.plan(ctx, label, sample_rng(seed)))
         return records
 
+    # ---- heavy inputs, cached -------------------------------------------------------------------
+    def _real_latents(self, module) -> dict[str, torch.Tensor]:
+        from diffexpand.models.vae import encode_images
+
+        real = self._real()
+        data, indices = real.train_set.data, real.train_set.indices
+        ids = [data.ids[int(j)] for j in indices]
+        hp = real.hparams
+        key = cache_key(model=module.model_fingerprint(), data=[hp.dataset, hp.root, hp.image_size], ids=ids)
+
+        def build():
+            images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
+            latents = [encode_images(module.parts.vae, chunk.to(module.build_device()))
+                       for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
+            return {"latents": torch.cat(latents).float()}
+
+        latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]
+        return dict(zip(ids, latents, strict=True))
+
+    def _inversions(
+        self, module, method, latents: dict[str, torch.Tensor], ctx, concepts
+    ) -> dict[str, torch.Tensor]:
+        from diffexpand.methods.diffii import invert_latents
+
+        ids = list(latents)
+        label_of = {sid: c for c, members in enumerate(ctx.source_ids) for sid in members}
+        prompts = [ctx.class_prompts[label_of[sid]] for sid in ids]
+        # the model fingerprint covers the concept folder (the prompts' tokens) too
+        settings = [method.inversion_steps, method.inversion_guidance]
+        key = cache_key(model=module.model_fingerprint(), ids=ids, prompts=prompts, settings=settings)
+
+        def build():
+            stacked = torch.stack([latents[s] for s in ids])
+            out = []
+            bs = self.hparams.cache_batch_size
+            for start in range(0, len(ids), bs):
+                chunk = stacked[start : start + bs].to(module.build_device(), module.parts.unet.dtype)
+                batch_prompts = prompts[start : start + bs]
+                inverted = invert_latents(module.parts, chunk, batch_prompts, *settings)
+                out.append(inverted.float())
+            return {"inversions": torch.cat(out)}
+
+        inverted = cached_tensors(self.hparams.cache_dir, "inversions", key, build)["inversions"]
+        return dict(zip(ids, inverted, strict=True))
+
+    # ---- Lightning hooks ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        module = self.trainer.lightning_module
+        module.load_parts()
+        method, concepts = module.method, module.concepts
+        records = self.plan(method, concepts)
         output_dir = self.hparams.output_dir
         done = {r["id"] for r in read_manifest(output_dir)} if output_dir else set()
-        self.records = [r for r in self.plan() if r["sample_id"] not in done]
-        self.num_done = len(done)
+        self.records = [r for r in records if r["sample_id"] not in done]
+        self.num_done = len(records) - len(self.records)
+        sources = inversions = {}
+        if self.records and (method.uses_sources or method.uses_inversions):
+            sources = self._real_latents(module)
+            if method.uses_inversions:
+                ctx, _, _ = self._context(concepts)
+                inversions = self._inversions(module, method, sources, ctx)
+        self.dataset = RecordDataset(self.records, sources, inversions)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(
-            RecordDataset(self.records), batch_size=self.hparams.batch_size, shuffle=False,
-            collate_fn=collate_records,
-        )  # fmt: skip
+            self.dataset, batch_size=self.hparams.batch_size, shuffle=False, collate_fn=collate_records
+        )

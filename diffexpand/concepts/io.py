@@ -95,8 +95,9 @@ def read_concepts(folder) -> ConceptSet:
     )  # fmt: skip
 
 
-def apply_concepts(parts, folder, class_names: list[str] | None = None) -> ConceptSet:
-    """Load a concept folder into loaded SD parts (tokens + LoRA), after checking its classes."""
+def apply_concepts(parts, folder, class_names: list[str] | None = None, lora: bool = True) -> ConceptSet:
+    """Load a concept folder into loaded SD parts (tokens, and the LoRA unless `lora=False`), after
+    checking its classes."""
     concepts = read_concepts(folder)
     if class_names is not None:
         concepts.check_matches(class_names)
@@ -109,7 +110,7 @@ def apply_concepts(parts, folder, class_names: list[str] | None = None) -> Conce
                 placeholder_tokens(c, 1)[0]
             ]
             table[ids[c].to(table.device)] = rows.to(table.dtype).to(table.device)
-    lora = concepts.folder / LORA_FILE
-    if lora.is_file():
-        parts.unet.load_lora_adapter(str(lora), prefix="unet", adapter_name="concepts")
+    lora_file = concepts.folder / LORA_FILE
+    if lora and lora_file.is_file():
+        parts.unet.load_lora_adapter(str(lora_file), prefix="unet", adapter_name="concepts")
     return concepts
