@@ -16,6 +16,7 @@ from diffexpand.cache import cache_key, cached_tensors
 from diffexpand.manifest import read_manifest
 from diffexpand.methods import PlanContext, sample_rng
 from diffexpand.seeding import sample_seed
+from diffexpand.typed_args import typed_kwargs
 
 
 class RecordDataset(Dataset):
@@ -77,7 +78,8 @@ class ExpansionDataModule(L.LightningDataModule):
         from datamodules.labeled import LabeledImageDataModule
 
         if not hasattr(self, "_real_dm"):
-            self._real_dm = LabeledImageDataModule(**(self.hparams.real or {}))
+            kwargs = typed_kwargs(LabeledImageDataModule, self.hparams.real, "data.init_args.real")
+            self._real_dm = LabeledImageDataModule(**kwargs)
             self._real_dm.setup("fit")
         return self._real_dm
 
@@ -136,9 +138,7 @@ class ExpansionDataModule(L.LightningDataModule):
         latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]
         return dict(zip(ids, latents, strict=True))
 
-    def _inversions(
-        self, module, method, latents: dict[str, torch.Tensor], ctx, concepts
-    ) -> dict[str, torch.Tensor]:
+    def _inversions(self, module, method, latents: dict[str, torch.Tensor], ctx) -> dict[str, torch.Tensor]:
         from diffexpand.methods.diffii import invert_latents
 
         ids = list(latents)

@@ -67,3 +67,21 @@ def tiny_sd(tiny_sd_dir):
     from diffexpand.models import load_sd_components
 
     return load_sd_components(tiny_sd_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_concepts(tiny_sd_dir, tmp_path_factory):
+    """A concept folder for Fashion-MNIST's ten classes, learned for two steps on the tiny stack."""
+    import lightning as L
+
+    from datamodules.labeled import LabeledImageDataModule
+    from lightning_modules.concept import ConceptLearner
+
+    out = tmp_path_factory.mktemp("tiny-concepts")
+    trainer = L.Trainer(
+        max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path_factory.mktemp("concept-run"),
+    )  # fmt: skip
+    model = ConceptLearner(pretrained=str(tiny_sd_dir), lora_rank=4, output_dir=str(out))
+    trainer.fit(model, LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4))
+    return out

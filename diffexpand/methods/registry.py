@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jsonargparse import ArgumentError, ArgumentParser
+from diffexpand.typed_args import typed_kwargs
 
 _METHODS: dict[str, Callable] = {}
 
@@ -26,13 +26,7 @@ def create_method(name: str, **kwargs):
     if name not in _METHODS:
         raise ValueError(f"unknown expansion method {name!r}; available: {', '.join(available_methods())}")
     cls = _METHODS[name]
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(cls)
-    try:
-        cfg = parser.parse_object(kwargs)
-    except ArgumentError as err:
-        raise ValueError(f"bad settings for expansion method {name!r}: {err}") from err
-    return cls(**parser.instantiate(cfg).as_dict())
+    return cls(**typed_kwargs(cls, kwargs, f"expansion method {name!r}"))
 
 
 def available_methods() -> list[str]:

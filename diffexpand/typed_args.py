@@ -1,0 +1,20 @@
+"""Check and convert a dict of keyword arguments against a class's signature.
+
+Nested settings given as plain dicts in a config (`method_args`, `real`) arrive from the command line as
+strings; jsonargparse, which parses the rest of the config, converts them the same way and names any
+unknown key.
+"""
+
+from __future__ import annotations
+
+from jsonargparse import ArgumentError, ArgumentParser
+
+
+def typed_kwargs(cls, kwargs: dict | None, what: str) -> dict:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls)
+    try:
+        cfg = parser.parse_object(kwargs or {})
+    except ArgumentError as err:
+        raise ValueError(f"bad settings for {what}: {err}") from err
+    return parser.instantiate(cfg).as_dict()
