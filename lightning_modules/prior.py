@@ -41,7 +41,7 @@ class TinyPriorTrainer(L.LightningModule):
         self,
         stack: TinySDConfig | None = None,
         vae_steps: int = 2000,
-        unet_steps: int = 4000,
+        unet_steps: int = 3000,
         vae_batch_size: int = 64,
         vae_lr: float = 1e-3,
         unet_lr: float = 1e-3,

@@ -120,3 +120,16 @@ def test_bad_settings_are_rejected_before_loading():
         ConceptLearner(init_from="random")
     with pytest.raises(ValueError, match="tokens_per_class"):
         ConceptLearner(tokens_per_class=0)
+
+
+def test_trainable_parameters_stay_fp32_under_mixed_precision(tiny_sd_dir, tmp_path):
+    trainer = L.Trainer(
+        max_steps=2, precision="bf16-mixed", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    model = ConceptLearner(pretrained=str(tiny_sd_dir), dtype="bfloat16", lora_rank=4, output_dir="")
+    trainer.fit(model, LabeledImageDataModule(dataset="fashion_mnist", shots=1, batch_size=2))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    assert model.unet.conv_in.weight.dtype == torch.bfloat16  # the frozen base keeps the chosen dtype
+    assert torch.isfinite(model.concepts.weight).all()
