@@ -41,7 +41,7 @@ class TinyPriorTrainer(L.LightningModule):
         self,
         stack: TinySDConfig | None = None,
         vae_steps: int = 2000,
-        unet_steps: int = 3000,
+        unet_steps: int = 5000,
         vae_batch_size: int = 64,
         vae_lr: float = 1e-3,
         unet_lr: float = 1e-3,
@@ -159,7 +159,8 @@ class TinyPriorTrainer(L.LightningModule):
         self.export_components().save_pretrained(out, dtype=getattr(torch, self.hparams.save_dtype))
         info = {
             "vae_steps": self.hparams.vae_steps,
-            "unet_steps": self.hparams.unet_steps,
+            "unet_steps_scheduled": self.hparams.unet_steps,
+            "unet_steps_trained": max(0, self.global_step - self.hparams.vae_steps),
             "batch_size": self.trainer.train_dataloader.batch_size,
             "vae_batch_size": self.hparams.vae_batch_size,
             "train_seconds": round(float(self.train_seconds), 1),
