@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -13,7 +14,7 @@ from diffexpand.data.fashion_mnist import CLASS_NAMES, METACLASS_OF_CLASS, load_
 def resize_uint8(images, size: int) -> torch.Tensor:
     """(N, H, W) uint8 -> (N, 1, size, size) uint8, antialiased bilinear, in chunks to bound memory."""
     out = []
-    for chunk in torch.as_tensor(images).split(8192):
+    for chunk in torch.from_numpy(np.array(images, copy=True)).split(8192):  # idx arrays are read-only
         x = chunk[:, None].float()
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -93,4 +93,4 @@ def test_inversion_round_trip_on_the_trained_prior(prior, test_images):
     assert rms < TOLERANCE_RELATIVE_RMS
 
 
-TOLERANCE_RELATIVE_RMS = 0.1  # measured value is in the model card; set just above it
+TOLERANCE_RELATIVE_RMS = 0.05  # measured 0.034 at 50 steps (0.060 at 25) on 8 test images
