@@ -83,7 +83,8 @@ class ExpansionDataModule(L.LightningDataModule):
             self._real_dm.setup("fit")
         return self._real_dm
 
-    def _context(self, concepts) -> tuple[PlanContext, dict[str, int], list[int]]:
+    def _context(self, concepts) -> tuple[PlanContext, list[int]]:
+        """The plan context and the number of real images per class."""
         hp = self.hparams
         if hp.real is None:
             names = list(hp.class_names)
@@ -102,13 +103,11 @@ class ExpansionDataModule(L.LightningDataModule):
         else:
             class_prompts = plain
         ctx = PlanContext(names, metas, ids_per_class, class_prompts, plain)
-        index = {sid: k for k, sid in enumerate(s for ids in ids_per_class for s in ids)}
-        return ctx, index, counts
+        return ctx, counts
 
     # ---- planning -------------------------------------------------------------------------------
-    def plan(self, method, concepts=None) -> list[dict]:
+    def plan(self, method, ctx: PlanContext, counts: list[int]) -> list[dict]:
         hp = self.hparams
-        ctx, _, counts = self._context(concepts)
         records = []
         for label, name in enumerate(ctx.class_names):
             n = hp.images_per_class or max(1, round(hp.expansion_ratio * counts[label]))
@@ -167,7 +166,8 @@ class ExpansionDataModule(L.LightningDataModule):
         module = self.trainer.lightning_module
         module.load_parts()
         method, concepts = module.method, module.concepts
-        records = self.plan(method, concepts)
+        ctx, counts = self._context(concepts)
+        records = self.plan(method, ctx, counts)
         output_dir = self.hparams.output_dir
         done = {r["id"] for r in read_manifest(output_dir)} if output_dir else set()
         self.records = [r for r in records if r["sample_id"] not in done]
@@ -176,7 +176,6 @@ class ExpansionDataModule(L.LightningDataModule):
         if self.records and (method.uses_sources or method.uses_inversions):
             sources = self._real_latents(module)
             if method.uses_inversions:
-                ctx, _, _ = self._context(concepts)
                 inversions = self._inversions(module, method, sources, ctx)
         self.dataset = RecordDataset(self.records, sources, inversions)
 
