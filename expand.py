@@ -1,17 +1,19 @@
 """Expansion entry point: `python expand.py predict [--config FILE] [--output_dir DIR]`.
 
-With no config it runs the embedded default (configs/expand/default.yaml). `--output_dir` is the one
-place a synthetic set goes; it is printed at the end.
+With no `--config` it runs the embedded default, Diff-II on the tiny benchmark
+(configs/expand/diffii.yaml: Fashion-MNIST 5-shot, committed prior, concepts from configs/concept.yaml).
+`--output_dir` is the one place a synthetic set goes; it is printed at the end.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "expand" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "expand" / "diffii.yaml"
 
 
 class ExpandCLI(LightningCLI):
@@ -36,13 +38,27 @@ class ExpandCLI(LightningCLI):
         print(f"Synthetic set written to {Path(self._output_dir()).resolve()}")
 
 
+def with_default_config(args: list[str], run: bool = True) -> list[str]:
+    """Insert the embedded default config (after `predict` when running a subcommand) unless the user
+    gave one. Not a jsonargparse default_config_file: that would merge into every user config and
+    leak, e.g., its concept folder into methods that have none."""
+    if any(a in {"--config", "-c"} or a.startswith("--config=") for a in args):
+        return args
+    if not run:
+        return ["--config", str(DEFAULT_CONFIG), *args]
+    if "predict" not in args:
+        return args
+    i = args.index("predict") + 1
+    return [*args[:i], "--config", str(DEFAULT_CONFIG), *args[i:]]
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> ExpandCLI:
+    args = with_default_config(list(sys.argv[1:] if args is None else args), run)
     return ExpandCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"predict": {"default_config_files": [str(DEFAULT_CONFIG)]}},
         save_config_callback=None,
         args=args,
         run=run,

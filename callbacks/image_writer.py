@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -25,6 +26,15 @@ class SyntheticImageWriter(BasePredictionWriter):
     def __init__(self, output_dir: str):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
+        self.started = time.time()
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        # A killed run can leave temporary files (never a partial image: those are only renamed
+        # when complete). Remove the ones older than this run; newer ones belong to live ranks.
+        if trainer.is_global_zero:
+            for tmp in self.output_dir.glob("images/.*.tmp*"):
+                if tmp.stat().st_mtime < self.started:
+                    tmp.unlink(missing_ok=True)
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx

@@ -24,9 +24,11 @@ class RecordDataset(Dataset):
     or duplicates. Tensors are looked up per item, keeping the record list light."""
 
     def __init__(
-        self, records: list[dict], sources: dict[str, torch.Tensor], inversions: dict[str, torch.Tensor]
-    ):
+        self, records: list[dict], sources: dict[str, torch.Tensor], inversions: dict[str, torch.Tensor],
+        prototypes: dict[int, torch.Tensor] | None = None,
+    ):  # fmt: skip
         self.records, self.sources, self.inversions = records, sources, inversions
+        self.prototypes = prototypes or {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -40,6 +42,8 @@ class RecordDataset(Dataset):
             record["inversion_a"] = self.inversions[ids[0]]
             if len(ids) > 1:
                 record["inversion_b"] = self.inversions[ids[1]]
+        if self.prototypes:
+            record["prototype"] = self.prototypes[record["label"]]
         return record
 
 
@@ -114,7 +118,13 @@ class ExpansionDataModule(L.LightningDataModule):
             for k in range(n):
                 sample_id = f"c{label:04d}_{k:05d}"
                 seed = sample_seed(hp.seed, sample_id)
-                record = {"sample_id": sample_id, "label": label, "class_name": name, "seed": seed}
+                record = {
+                    "sample_id": sample_id,
+                    "label": label,
+                    "class_name": name,
+                    "seed": seed,
+                    "method": method.name,
+                }
                 records.append(record | method.plan(ctx, label, sample_rng(seed)))
         return records
 
@@ -161,23 +171,71 @@ class ExpansionDataModule(L.LightningDataModule):
         inverted = cached_tensors(self.hparams.cache_dir, "inversions", key, build)["inversions"]
         return dict(zip(ids, inverted, strict=True))
 
+    def _real_features(self, module, method) -> dict[str, torch.Tensor]:
+        """L2-normalised features of every real image under the method's extractor, cached."""
+        from diffexpand.features import normalized
+
+        real = self._real()
+        data, indices = real.train_set.data, real.train_set.indices
+        ids = [data.ids[int(j)] for j in indices]
+        extractor = method.load_extractor()
+        hp = real.hparams
+        key = cache_key(extractor=extractor.fingerprint(), data=[hp.dataset, hp.root, hp.image_size], ids=ids)
+
+        @torch.no_grad()
+        def build():
+            device = module.build_device()
+            images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
+            feats = [normalized(extractor(chunk.to(device)))
+                     for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
+            return {"features": torch.cat(feats)}
+
+        features = cached_tensors(self.hparams.cache_dir, "features", key, build)["features"]
+        return dict(zip(ids, features, strict=True))
+
+    @staticmethod
+    def class_prototypes(features: dict[str, torch.Tensor], ctx) -> dict[int, torch.Tensor]:
+        """Class prototype = mean of the class's L2-normalised real features."""
+        return {c: torch.stack([features[s] for s in members]).mean(0)
+                for c, members in enumerate(ctx.source_ids) if members}  # fmt: skip
+
+    def _generated_suffixes(self, module, method) -> list[str]:
+        from diffexpand.cache import cached_json
+        from diffexpand.suffixes.generate import generate_suffixes
+
+        real = self._real()
+        data, indices = real.train_set.data, real.train_set.indices
+        ids = [data.ids[int(j)] for j in indices]
+        settings = [method.suffix_captioner, method.suffix_llm, method.num_suffixes]
+        key = cache_key(data=[real.hparams.dataset, real.hparams.root], ids=ids, settings=settings)
+
+        def build():
+            images = [data.image(int(j)) for j in indices]
+            return generate_suffixes(images, real.metaclasses, *settings, device=str(module.build_device()))
+
+        return list(cached_json(self.hparams.cache_dir, "suffixes", key, build))
+
     # ---- Lightning hooks ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module
         module.load_parts()
         method, concepts = module.method, module.concepts
+        if getattr(method, "needs_generated_suffixes", False):
+            method.suffixes = self._generated_suffixes(module, method)
         ctx, counts = self._context(concepts)
         records = self.plan(method, ctx, counts)
         output_dir = self.hparams.output_dir
         done = {r["id"] for r in read_manifest(output_dir)} if output_dir else set()
         self.records = [r for r in records if r["sample_id"] not in done]
         self.num_done = len(records) - len(self.records)
-        sources = inversions = {}
+        sources, inversions, prototypes = {}, {}, {}
         if self.records and (method.uses_sources or method.uses_inversions):
             sources = self._real_latents(module)
             if method.uses_inversions:
                 inversions = self._inversions(module, method, sources, ctx)
-        self.dataset = RecordDataset(self.records, sources, inversions)
+        if self.records and method.uses_real_features:
+            prototypes = self.class_prototypes(self._real_features(module, method), ctx)
+        self.dataset = RecordDataset(self.records, sources, inversions, prototypes)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(

@@ -51,3 +51,20 @@ def cached_tensors(
         save_file(tensors, tmp)
         os.replace(tmp, path)
         return tensors
+
+
+def cached_json(cache_dir: str | Path, kind: str, key: str, build: Callable[[], object]) -> object:
+    """Like `cached_tensors` for small JSON results (e.g. generated suffixes)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{kind}-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            return json.loads(path.read_text())
+        value = build()
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(value, indent=1))
+        os.replace(tmp, path)
+        return value

@@ -35,7 +35,7 @@ class Expander(L.LightningModule):
                 f"method {method!r} uses learned concept tokens: set model.init_args.concepts to a concept "
                 "folder (make one with `python train.py fit --config configs/concept.yaml`)"
             )
-        if concepts and not (Path(concepts) / "concepts.json").is_file():
+        if self.method.uses_concepts and not (Path(concepts) / "concepts.json").is_file():
             raise FileNotFoundError(
                 f"concept folder {concepts} does not exist yet; make it with "
                 "`python train.py fit --config configs/concept.yaml` (or set model.init_args.concepts)"
@@ -54,6 +54,8 @@ class Expander(L.LightningModule):
             self.parts = parts
             # Registered as submodules so Lightning moves them to the right device.
             self.unet, self.vae, self.text_encoder = parts.unet, parts.vae, parts.text_encoder
+            if self.method.uses_real_features:
+                self.feature_extractor = self.method.load_extractor()
         return self.parts
 
     def setup(self, stage: str) -> None:
@@ -63,6 +65,8 @@ class Expander(L.LightningModule):
         """Where cache building runs: the device this process will predict on."""
         device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         self.parts.to(device)
+        if self.method.feature_extractor is not None:
+            self.method.feature_extractor.to(device)
         return device
 
     def model_fingerprint(self) -> dict:

@@ -138,3 +138,20 @@ def test_inversion_helper_uses_the_prompt_guidance_and_steps(tiny_sd):
     expected = ddim_invert(cfg_model_fn(tiny_sd.unet, cond, uncond, 2.0), latents, schedule)
     torch.testing.assert_close(ours, expected)
     assert not torch.allclose(ours, invert_latents(tiny_sd, latents, prompts, steps=6, guidance=1.0))
+
+
+def test_real_filter_keeps_the_candidate_closest_to_the_class_prototype(tiny_sd):
+    method = create_method("real_filter", num_inference_steps=3, candidates=3, extractor="oracle")
+    records = _records(method, 2, labels=(0, 1))
+    extractor = method.load_extractor()
+    for r in records:  # a prototype per class: features of a fixed random image
+        g = torch.Generator().manual_seed(r["label"])
+        r["prototype"] = extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0].detach()
+    candidates = method.candidate_images(tiny_sd, records)
+    assert candidates.shape[:2] == (3, 4)
+    similarity = method.similarities(candidates, torch.stack([r["prototype"] for r in records]))
+    kept = method.generate(tiny_sd, records)
+    for i, r in enumerate(records):
+        best = int(similarity[:, i].argmax())
+        assert r["chosen_candidate"] == best and r["similarity"] == pytest.approx(float(similarity[best, i]))
+        assert torch.allclose(kept[i], candidates[best, i], atol=1e-5)

@@ -21,6 +21,12 @@ class ExpansionMethod:
     concept_lora: bool = True  # with concepts: also load the shared LoRA
     uses_sources: bool = False  # needs VAE latents of real images ("source_latent")
     uses_inversions: bool = False  # needs the DDIM inversion pool ("inversion_a", "inversion_b")
+    uses_real_features: bool = False  # needs class prototypes of real-image features ("prototype")
+    feature_extractor = None  # a diffexpand.features extractor, for methods that use one
+
+    def load_extractor(self):
+        """Build the feature extractor (methods with `uses_real_features`)."""
+        raise NotImplementedError
 
     def plan(self, ctx: PlanContext, label: int, rng: np.random.Generator) -> dict:
         raise NotImplementedError

@@ -49,10 +49,17 @@ def hash_stream(name: str) -> int:
     return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
 
 
+def encode_unique(parts, prompts: list[str]) -> torch.Tensor:
+    """Text embeddings per prompt, running the text encoder once per distinct prompt."""
+    unique = list(dict.fromkeys(prompts))
+    embeddings = encode_prompts(parts.tokenizer, parts.text_encoder, unique)
+    index = torch.tensor([unique.index(p) for p in prompts], device=embeddings.device)
+    return embeddings.index_select(0, index)
+
+
 def conditions(parts, prompts: list[str], negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    cond = encode_prompts(parts.tokenizer, parts.text_encoder, prompts)
-    uncond = encode_prompts(parts.tokenizer, parts.text_encoder, [negative_prompt] * len(prompts))
-    return cond, uncond
+    """(prompt, negative prompt) embeddings for a batch; each distinct prompt is encoded once."""
+    return encode_unique(parts, prompts), encode_unique(parts, [negative_prompt] * len(prompts))
 
 
 @torch.no_grad()

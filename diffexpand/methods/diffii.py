@@ -21,6 +21,7 @@ import torch
 
 from diffexpand.sampling import Schedule, angle_between, cfg_model_fn, ddim_invert, ddim_sample
 from diffexpand.sampling.interpolation import spherical_inter_extrapolate
+from diffexpand.suffixes import resolve_suffixes
 
 from .base import ExpansionMethod, stack
 from .common import conditions, decode, initial_noise
@@ -52,7 +53,14 @@ class DiffII(ExpansionMethod):
     inversion_steps: int = 25  # paper: 25; official code: 200
     inversion_guidance: float = 1.0
     split_ratio: float = 0.3  # paper: 0.3 for 5-shot, 0.1 for 10-shot, 1.0 for long-tail
+    # Suffix source, one of: a list, a file (one per line), a built-in preset (diffexpand.suffixes),
+    # or generated from the real images by `suffix_captioner` + `suffix_llm` (see suffixes/generate.py).
     suffixes: list[str] = field(default_factory=list)
+    suffix_file: str | None = None
+    suffix_preset: str | None = None
+    suffix_captioner: str | None = None
+    suffix_llm: str | None = None  # local transformers model, or "openai:<model>" (URL/key from env)
+    num_suffixes: int = 10
     negative_prompt: str = ""
 
     uses_concepts = True
@@ -60,7 +68,17 @@ class DiffII(ExpansionMethod):
 
     def __post_init__(self):
         split_step(self.split_ratio, self.num_inference_steps)  # validates the range early
+        if bool(self.suffix_captioner) != bool(self.suffix_llm):
+            raise ValueError("generated suffixes need both suffix_captioner and suffix_llm")
+        static = resolve_suffixes(self.suffixes, self.suffix_file, self.suffix_preset)
+        if self.suffix_captioner and static:
+            raise ValueError("give one suffix source: generated (suffix_captioner) or a list/file/preset")
+        self.suffixes = static
         self._warned_single = False
+
+    @property
+    def needs_generated_suffixes(self) -> bool:
+        return bool(self.suffix_captioner)
 
     def plan(self, ctx, label, rng) -> dict:
         members = ctx.source_ids[label]
