@@ -25,7 +25,7 @@ class RecordDataset(Dataset):
 
     def __init__(
         self, records: list[dict], sources: dict[str, torch.Tensor], inversions: dict[str, torch.Tensor],
-        prototypes: dict[int, torch.Tensor] | None = None,
+        prototypes: dict[int, tuple[torch.Tensor, torch.Tensor | None]] | None = None,
     ):  # fmt: skip
         self.records, self.sources, self.inversions = records, sources, inversions
         self.prototypes = prototypes or {}
@@ -43,7 +43,9 @@ class RecordDataset(Dataset):
             if len(ids) > 1:
                 record["inversion_b"] = self.inversions[ids[1]]
         if self.prototypes:
-            record["prototype"] = self.prototypes[record["label"]]
+            record["prototype"], groups = self.prototypes[record["label"]]
+            if groups is not None:
+                record["group_prototypes"] = groups
         return record
 
 
@@ -181,6 +183,7 @@ class ExpansionDataModule(L.LightningDataModule):
         extractor = method.load_extractor()
         hp = real.hparams
         key = cache_key(extractor=extractor.fingerprint(), data=[hp.dataset, hp.root, hp.image_size], ids=ids)
+        self._features_key = key
 
         @torch.no_grad()
         def build():
@@ -193,11 +196,28 @@ class ExpansionDataModule(L.LightningDataModule):
         features = cached_tensors(self.hparams.cache_dir, "features", key, build)["features"]
         return dict(zip(ids, features, strict=True))
 
-    @staticmethod
-    def class_prototypes(features: dict[str, torch.Tensor], ctx) -> dict[int, torch.Tensor]:
-        """Class prototype = mean of the class's L2-normalised real features."""
-        return {c: torch.stack([features[s] for s in members]).mean(0)
-                for c, members in enumerate(ctx.source_ids) if members}  # fmt: skip
+    def _prototypes(self, module, method, ctx) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+        """{class: (class prototype, K group prototypes or None)} from the cached real features; the
+        group clustering is cached too (keyed by the features, K, clustering and seed)."""
+        from diffexpand.guidance import class_prototype, hierarchical_prototypes
+
+        features = self._real_features(module, method)
+        by_class = {c: torch.stack([features[s] for s in members])
+                    for c, members in enumerate(ctx.source_ids) if members}  # fmt: skip
+        k = method.prototype_groups
+        if k <= 0:
+            return {c: (class_prototype(f), None) for c, f in by_class.items()}
+        classes = sorted(by_class)
+        settings = [k, method.clustering, self.hparams.seed]
+        key = cache_key(features=self._features_key, settings=settings, classes=classes)
+
+        def build():
+            protos = hierarchical_prototypes(by_class, *settings, class_names=ctx.class_names)
+            return {"classes": torch.stack([protos[c][0] for c in classes]),
+                    "groups": torch.stack([protos[c][1] for c in classes])}  # fmt: skip
+
+        cached = cached_tensors(self.hparams.cache_dir, "prototypes", key, build)
+        return {c: (cached["classes"][i], cached["groups"][i]) for i, c in enumerate(classes)}
 
     def _generated_suffixes(self, module, method) -> list[str]:
         from diffexpand.cache import cached_json
@@ -234,7 +254,7 @@ class ExpansionDataModule(L.LightningDataModule):
             if method.uses_inversions:
                 inversions = self._inversions(module, method, sources, ctx)
         if self.records and method.uses_real_features:
-            prototypes = self.class_prototypes(self._real_features(module, method), ctx)
+            prototypes = self._prototypes(module, method, ctx)
         self.dataset = RecordDataset(self.records, sources, inversions, prototypes)
 
     def predict_dataloader(self) -> DataLoader:

@@ -25,11 +25,15 @@ def test_expand_config_runs(config, tiny_sd_dir, tiny_concepts, tmp_path):
     ]  # fmt: skip
     if "inversion_steps" in method_args:
         args.append("--model.init_args.method_args.inversion_steps=3")
-    if "candidates" in method_args:  # the oracle is small and local; EfficientNet is slower on CPU
+    if "guidance_steps" in method_args:  # 4 steps at strength 0.5 sample 2: guide at the first
         args += [
-            "--model.init_args.method_args.candidates=2",
-            "--model.init_args.method_args.extractor=oracle",
+            "--model.init_args.method_args.num_inference_steps=4",
+            "--model.init_args.method_args.guidance_steps=0",
         ]
+    if "extractor" in method_args:  # the oracle is small; EfficientNet at 224 px is slower on CPU
+        args.append("--model.init_args.method_args.extractor=oracle")
+    if "candidates" in method_args:
+        args.append("--model.init_args.method_args.candidates=2")
     if cfg["model"]["init_args"].get("concepts"):
         args.append(f"--model.init_args.concepts={tiny_concepts}")
     expand.cli_main(args)

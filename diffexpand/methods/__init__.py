@@ -1,5 +1,5 @@
 # Importing the method files registers them by name.
-from . import diffii, mix, real_filter, sdedit_family, txt2img  # noqa: F401
+from . import diffii, distdiff, mix, real_filter, sdedit_family, txt2img  # noqa: F401
 from .base import ExpansionMethod
 from .common import PlanContext, sample_rng
 from .registry import available_methods, create_method, register_method

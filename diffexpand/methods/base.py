@@ -23,6 +23,8 @@ class ExpansionMethod:
     uses_inversions: bool = False  # needs the DDIM inversion pool ("inversion_a", "inversion_b")
     uses_real_features: bool = False  # needs class prototypes of real-image features ("prototype")
     feature_extractor = None  # a diffexpand.features extractor, for methods that use one
+    prototype_groups: int = 0  # K > 0: also K group prototypes per class ("group_prototypes")
+    clustering: str = "kmeans"
 
     def load_extractor(self):
         """Build the feature extractor (methods with `uses_real_features`)."""

@@ -56,10 +56,14 @@ def ddim_sample(
     schedule: Schedule,
     start_index: int = 0,
     progress: Callable | None = None,
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Denoise `latents` (at the noise level of step `start_index`) down to x_0 with DDIM."""
+    """Denoise `latents` (at the noise level of step `start_index`) down to x_0 with DDIM.
+    `before_step(i, latents)` may replace the latents before step i (latent guidance hooks in here)."""
     steps = range(start_index, len(schedule))
     for i in progress(steps) if progress else steps:
+        if before_step is not None:
+            latents = before_step(i, latents)
         t = schedule.timesteps[i].to(latents.device)
         out = model_fn(latents, t, i)
         latents = ddim_step(out, latents, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
