@@ -162,3 +162,28 @@ def test_guidance_changes_the_output_under_a_real_trainer(tiny_sd_dir, tmp_path)
 def test_inference_mode_is_refused_with_a_clear_message(tiny_sd_dir, tmp_path):
     with pytest.raises(RuntimeError, match="inference_mode: false"):
         _run(tiny_sd_dir, tmp_path / "out", tmp_path / "cache", "--trainer.inference_mode=true")
+
+
+def test_gradient_checkpointing_gives_the_same_images(tiny_sd):
+    from diffexpand.methods import PlanContext, sample_rng
+
+    ctx = PlanContext(["a", "b"], ["shoe"] * 2, [["x0", "x1"], ["y0"]], ["p a", "p b"], ["a photo of a", "b"])
+    outputs = []
+    for checkpointing in (False, True):
+        method = create_method("distdiff", num_inference_steps=6, guidance_steps=0, extractor="oracle",
+                               step_size=100.0, gradient_checkpointing=checkpointing)  # fmt: skip
+        extractor = method.load_extractor()
+        records = []
+        for i, label in enumerate((0, 1, 0)):
+            r = {"sample_id": f"s{i}", "label": label, "seed": 100 + i} | method.plan(
+                ctx, label, sample_rng(i)
+            )
+            g = torch.Generator().manual_seed(i)
+            r["source_latent"] = torch.randn(4, 8, 8, generator=g)
+            r["prototype"] = extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0].detach()
+            r["group_prototypes"] = extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1).detach()
+            records.append(r)
+        outputs.append((method.generate(tiny_sd, records), [r["guidance_energy"] for r in records]))
+    (plain, e_plain), (ckpt, e_ckpt) = outputs
+    assert torch.allclose(plain, ckpt, atol=1e-5)
+    assert torch.allclose(torch.tensor(e_plain), torch.tensor(e_ckpt), atol=1e-6)

@@ -1,0 +1,116 @@
+"""DistDiff guidance on versus off, same seeds, on the tiny benchmark.
+
+    python benchmarks/distdiff_guidance.py [--images-per-class 25] [--extractor timm]
+
+Runs configs/expand/distdiff.yaml twice through the CLI (guidance on, then `guidance: false`), and
+reports per class and overall: the mean energy of the final images to their prototypes (same
+extractor and prototypes the guidance used), the Fréchet distance in oracle features to the real
+Fashion-MNIST test images of the class, and the wall time of each run (the cost of guidance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def run(out: Path, cache: Path, args, guidance: bool):
+    import expand
+
+    cli_args = [
+        "--config", str(REPO / "configs/expand/distdiff.yaml"), f"--output_dir={out}",
+        f"--trainer.accelerator={args.accelerator}",
+        f"--data.init_args.images_per_class={args.images_per_class}",
+        f"--data.init_args.cache_dir={cache}", f"--model.init_args.method_args.extractor={args.extractor}",
+        f"--model.init_args.method_args.guidance={str(guidance).lower()}",
+        f"--data.init_args.batch_size={args.batch_size}",
+    ]  # fmt: skip
+    cli = expand.cli_main(cli_args, run=False)
+    start = time.perf_counter()
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
+    return cli, time.perf_counter() - start
+
+
+@torch.no_grad()
+def energies(cli, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(energy per image, labels) of the final images, against the prototypes guidance used."""
+    from diffexpand.evaluation.synthetic_quality import load_synthetic
+    from diffexpand.guidance import prototype_energy
+
+    method, protos = cli.model.method, cli.datamodule.dataset.prototypes
+    images, labels = load_synthetic(folder)
+    extractor = method.load_extractor().cpu()
+    out = []
+    for chunk, lab in zip(images.split(50), labels.split(50), strict=True):
+        c = torch.stack([protos[int(y)][0] for y in lab])
+        g = torch.stack([protos[int(y)][1] for y in lab])
+        out.append(prototype_energy(extractor(chunk), c, g, method.class_weight, method.group_weight))
+    return torch.cat(out), labels
+
+
+def main(argv=None) -> dict:
+    from diffexpand.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+    from diffexpand.evaluation.synthetic_quality import frechet_distance, load_synthetic, oracle_outputs
+    from diffexpand.oracle import OracleCNN
+    from diffexpand.paths import DEFAULT_ORACLE
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images-per-class", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=25)
+    parser.add_argument("--extractor", default="timm")
+    parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    oracle = OracleCNN.load(DEFAULT_ORACLE)
+    x, y = load_fashion_mnist("test")
+    real = torch.from_numpy(x.copy()).float()[:, None].repeat(1, 3, 1, 1) / 127.5 - 1
+    _, real_feats = oracle_outputs(oracle, real)
+    y = torch.from_numpy(y.astype("int64"))
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, guidance in (("on", True), ("off", False)):
+            folder = Path(tmp) / name
+            cli, seconds = run(folder, Path(tmp) / "cache", args, guidance)
+            energy, labels = energies(cli, folder)
+            images, _ = load_synthetic(folder)
+            _, feats = oracle_outputs(oracle, images)
+            per_class = {
+                CLASS_NAMES[c]: {
+                    "energy": float(energy[labels == c].mean()),
+                    "frechet": frechet_distance(feats[labels == c], real_feats[y == c]),
+                }
+                for c in sorted(set(labels.tolist()))
+            }
+            results[name] = {"seconds": seconds, "images": len(labels), "energy": float(energy.mean()),
+                             "frechet_mean": sum(v["frechet"] for v in per_class.values()) / len(per_class),
+                             "per_class": per_class}  # fmt: skip
+    on, off = results["on"], results["off"]
+    print(f"{'class':<14}{'energy on':>10}{'energy off':>11}{'Fréchet on':>11}{'Fréchet off':>12}")
+    for c in on["per_class"]:
+        a, b = on["per_class"][c], off["per_class"][c]
+        print(f"{c:<14}{a['energy']:>10.4f}{b['energy']:>11.4f}{a['frechet']:>11.3f}{b['frechet']:>12.3f}")
+    print(
+        f"{'mean':<14}{on['energy']:>10.4f}{off['energy']:>11.4f}{on['frechet_mean']:>11.3f}{off['frechet_mean']:>12.3f}"
+    )
+    print(f"time: guidance on {on['seconds']:.1f} s, off {off['seconds']:.1f} s for {on['images']} images "
+          f"(x{on['seconds'] / off['seconds']:.2f})")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
