@@ -10,12 +10,35 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 
+class TrainCLI(LightningCLI):
+    def after_fit(self) -> None:
+        # Classifiers are judged on the test split after the last epoch: run it as part of `fit`.
+        if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
+            self.trainer.test(self.model, datamodule=self.datamodule)
+        self._finish_wandb()
+
+    def after_test(self) -> None:
+        self._finish_wandb()
+
+    def _finish_wandb(self) -> None:
+        """Close W&B runs so the summary and the offline log are complete when the command returns
+        (Lightning leaves them open for notebooks; in-process callers such as sweeps start new ones)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
-    return LightningCLI(
+    from callbacks.wandb_logging import LoggerSaveConfigCallback
+
+    return TrainCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=LoggerSaveConfigCallback,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

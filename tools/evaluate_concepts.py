@@ -30,19 +30,24 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=200, help="images per class and prompt")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--no-base", action="store_true", help="skip the base-model (no LoRA) baseline")
     args = parser.parse_args(argv)
     folder = Path(args.concepts)
     concepts = read_concepts(folder)
     parts = load_sd_components(concepts.base_model)
+    base_parts = None if args.no_base else load_sd_components(concepts.base_model)
     apply_concepts(parts, folder)
     result = fine_class_accuracy(
-        parts, OracleCNN.load(args.oracle), concepts, args.n, args.steps, args.guidance
+        parts, OracleCNN.load(args.oracle), concepts, args.n, args.steps, args.guidance, base_parts=base_parts
     )
     samples = result.pop("samples")
-    print(f"{'class':<14} {'learned prompt':>15} {'metaclass prompt':>17}")
+    base = "metaclass_prompt_base_model"
+    print(f"{'class':<14} {'learned prompt':>15} {'metaclass prompt':>17} {'metaclass, base model':>22}")
     for name, row in result["per_class"].items():
-        print(f"{name:<14} {row['learned_prompt']:>15.3f} {row['metaclass_prompt']:>17.3f}")
-    print(f"{'mean':<14} {result['learned_prompt_mean']:>15.3f} {result['metaclass_prompt_mean']:>17.3f}")
+        b = f"{row[base]:>22.3f}" if base in row else f"{'-':>22}"
+        print(f"{name:<14} {row['learned_prompt']:>15.3f} {row['metaclass_prompt']:>17.3f} {b}")
+    b = f"{result[base + '_mean']:>22.3f}" if base_parts is not None else f"{'-':>22}"
+    print(f"{'mean':<14} {result['learned_prompt_mean']:>15.3f} {result['metaclass_prompt_mean']:>17.3f} {b}")
     result |= {"images_per_class": args.n, "ddim_steps": args.steps, "guidance_scale": args.guidance}
     (folder / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     # one row per class: 8 learned-prompt samples, then 8 metaclass-prompt samples (same seeds)

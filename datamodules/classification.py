@@ -1,0 +1,178 @@
+"""Real subset + synthetic sets for classifier training; the full test split for evaluation.
+
+`real`: init args of the real subset (dataset, root, subset, shots, seed …, as for the concept
+learner, so both see the same images). `synthetic`: synthetic-set folders (metadata.jsonl + images).
+`mixing: replace` swaps each real sample, with probability `p`, for a synthetic one of the same class,
+drawn afresh each epoch from (seed, epoch, index); `mixing: concat` joins the sets. The test split is
+read separately and never enters training.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
+
+from diffexpand.classification.mixing import MIXINGS, replacement, soft_target
+from diffexpand.classification.synthetic import SyntheticSet
+from diffexpand.data.readers import LabeledImages, read_dataset
+from diffexpand.data.subsets import select_subset
+from diffexpand.typed_args import typed_kwargs
+
+from .labeled import image_to_tensor
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled indices paired with the epoch, so the dataset's per-epoch draws change every epoch.
+    A DistributedSampler (with the trainer's rank and world size) so Lightning keeps it, splits it
+    across ranks and calls `set_epoch`."""
+
+    def __iter__(self):
+        return ((int(i), self.epoch) for i in super().__iter__())
+
+
+class TrainSet(Dataset):
+    """Items: pixel_values in [-1, 1], label, target (one-hot or soft), source ("real" or set index)."""
+
+    def __init__(self, real: LabeledImages, indices, synthetic: list[SyntheticSet], mixing: str, p: float,
+                 seed: int, size: int, num_classes: int, augment: bool):  # fmt: skip
+        self.real, self.indices, self.synthetic = real, np.asarray(indices), synthetic
+        self.mixing, self.p, self.seed, self.size, self.num_classes = mixing, p, seed, size, num_classes
+        # every synthetic image of a class, across sets: the replacement candidates
+        self.candidates: dict[int, list[tuple[int, int]]] = {}
+        for s, syn in enumerate(synthetic):
+            for label, members in syn.by_class.items():
+                self.candidates.setdefault(label, []).extend((s, i) for i in members)
+        self.concat = (
+            [(s, i) for s, syn in enumerate(synthetic) for i in range(len(syn))] if mixing == "concat" else []
+        )
+        self.augment = v2.Compose([v2.RandomCrop(size, padding=size // 8, padding_mode="reflect"),
+                                   v2.RandomHorizontalFlip()]) if augment else None  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.indices) + len(self.concat)
+
+    def _synthetic_item(self, s: int, i: int) -> dict:
+        syn, record = self.synthetic[s], self.synthetic[s].records[i]
+        label = int(record["label"])
+        target = soft_target(label, self.num_classes, record.get("soft_label"))
+        return {"pixel_values": image_to_tensor(syn.image(i), self.size), "label": label, "target": target,
+                "source": s}  # fmt: skip
+
+    def __getitem__(self, item) -> dict:
+        index, epoch = item if isinstance(item, tuple) else (item, 0)
+        if index >= len(self.indices):
+            out = self._synthetic_item(*self.concat[index - len(self.indices)])
+        else:
+            j = int(self.indices[index])
+            label = int(self.real.labels[j])
+            pool = self.candidates.get(label, []) if self.mixing == "replace" else []
+            pick = replacement(self.seed, epoch, index, self.p, len(pool))
+            if pick is not None:
+                out = self._synthetic_item(*pool[pick])
+            else:
+                out = {"pixel_values": image_to_tensor(self.real.image(j), self.size), "label": label,
+                       "target": soft_target(label, self.num_classes), "source": -1}  # fmt: skip
+        if self.augment is not None:
+            out["pixel_values"] = self.augment(out["pixel_values"])
+        return out
+
+
+class TestSet(Dataset):
+    def __init__(self, data: LabeledImages, size: int):
+        self.data, self.size = data, size
+        place = data.extras.get("place")
+        self.groups = None if place is None else 2 * np.asarray(data.labels) + np.asarray(place)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {
+            "pixel_values": image_to_tensor(self.data.image(i), self.size),
+            "label": int(self.data.labels[i]),
+        }
+        if self.groups is not None:
+            item["group"] = int(self.groups[i])
+        return item
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        real: dict | None = None,
+        synthetic: list[str] | None = None,
+        mixing: str = "replace",
+        p: float = 0.5,
+        image_size: int = 32,
+        batch_size: int = 32,
+        augment: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"replacement probability p must lie in [0, 1], got {p}")
+        self.save_hyperparameters()
+        self._train_data = None
+
+    def _subset_args(self) -> dict:
+        from datamodules.labeled import LabeledImageDataModule
+
+        return typed_kwargs(LabeledImageDataModule, self.hparams.real or {}, "data.init_args.real")
+
+    def _read(self) -> LabeledImages:
+        if self._train_data is None:
+            a = self._subset_args()
+            self._train_data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
+            self.indices = select_subset(self._train_data.labels, a["subset"], a["shots"],
+                                         a["imbalance_factor"], a["seed"], a["max_count"])  # fmt: skip
+        return self._train_data
+
+    @property
+    def class_names(self) -> list[str]:
+        return self._read().class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def train_counts(self) -> list[int]:
+        """Real training images per class (the long-tail many/medium/few split uses these)."""
+        labels = self._read().labels[self.indices]
+        return np.bincount(labels, minlength=self.num_classes).tolist()
+
+    def setup(self, stage: str | None = None) -> None:
+        hp, data = self.hparams, self._read()
+        a = self._subset_args()
+        if stage in (None, "fit"):
+            synthetic = [SyntheticSet.read(f, self.num_classes) for f in hp.synthetic or []]
+            self.train_set = TrainSet(data, self.indices, synthetic, hp.mixing, hp.p, hp.seed, hp.image_size,
+                                      self.num_classes, hp.augment)  # fmt: skip
+        if stage in (None, "fit", "validate", "test"):
+            test = read_dataset(a["dataset"], a["root"], "test", **(a["reader_args"] or {}))
+            if test.class_names != data.class_names:
+                raise ValueError(f"{a['dataset']}: train and test splits name different classes")
+            self.test_set = TestSet(test, hp.image_size)
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(
+            self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed
+        )
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler,
+                          num_workers=self.hparams.num_workers, drop_last=False)  # fmt: skip
+
+    def _eval_loader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=max(self.hparams.batch_size, 256),
+                          num_workers=self.hparams.num_workers)  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader()

@@ -1,0 +1,154 @@
+"""Classifier training on real + synthetic data: mixing, soft targets, split hygiene, metrics, and an
+end-to-end `train.py fit` whose W&B offline run holds the test accuracy and the resolved config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules.classification import ClassificationDataModule, EpochSampler, TrainSet
+from diffexpand.classification.metrics import group_accuracy, per_class_accuracy, shot_splits, split_accuracy
+from diffexpand.classification.mixing import replacement, soft_target
+from diffexpand.classification.synthetic import SyntheticSet
+from diffexpand.data.readers import LabeledImages
+from diffexpand.manifest import append_manifest
+from lightning_modules.classifier import soft_cross_entropy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _real(n_per_class=4, classes=3) -> LabeledImages:
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return LabeledImages("toy", [f"c{c}" for c in range(classes)], ["thing"] * classes, labels,
+                         [f"train/{i}" for i in range(len(labels))],
+                         lambda i: Image.new("RGB", (8, 8), (0, 0, 0)))  # fmt: skip
+
+
+def _synthetic(folder: Path, per_class=3, classes=3, soft=False) -> Path:
+    records = []
+    for c in range(classes):
+        for k in range(per_class):
+            name = f"images/s{c}_{k}.png"
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (255, 255, 255)).save(folder / name)
+            record = {"file_name": name, "label": c, "id": f"s{c}_{k}"}
+            if soft:
+                record["soft_label"] = [0.3 if j == (c + 1) % classes else 0.0 for j in range(classes)]
+                record["soft_label"][c] = 0.7
+            records.append(record)
+    append_manifest(folder, records)
+    return folder
+
+
+def test_replacement_respects_p_and_stays_within_the_class(tmp_path):
+    real = _real()
+    syn = SyntheticSet.read(_synthetic(tmp_path / "syn"), 3)
+    ds = TrainSet(
+        real, np.arange(len(real)), [syn], "replace", 0.3, seed=1, size=8, num_classes=3, augment=False
+    )
+    replaced, total = 0, 0
+    for epoch in range(200):
+        for i in range(len(ds)):
+            item = ds[(i, epoch)]
+            assert item["label"] == int(real.labels[i])  # never another class
+            replaced += item["source"] >= 0
+            total += 1
+    # binomial(2400, 0.3): sd = 22.4; 4 sd either side
+    assert abs(replaced - 0.3 * total) < 4 * np.sqrt(total * 0.3 * 0.7)
+    draws = [replacement(1, e, 0, 0.3, 9) for e in range(50)]
+    assert draws == [replacement(1, e, 0, 0.3, 9) for e in range(50)]  # a pure function of (seed, epoch, i)
+    assert len({d for d in draws if d is not None}) > 1  # fresh each epoch
+    assert replacement(1, 0, 0, 0.0, 9) is None and replacement(1, 0, 0, 1.0, 0) is None
+
+
+def test_epoch_sampler_pairs_indices_with_the_epoch_and_splits_ranks():
+    ranks = [EpochSampler(range(10), num_replicas=2, rank=r, shuffle=True, seed=0) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    items = [list(s) for s in ranks]
+    assert all(e == 3 for part in items for _, e in part)
+    assert sorted(i for part in items for i, _ in part) == list(range(10))
+
+
+def test_soft_labels_sum_to_one_and_concat_mixing_joins_the_sets(tmp_path):
+    real = _real()
+    syn = SyntheticSet.read(_synthetic(tmp_path / "syn", soft=True), 3)
+    ds = TrainSet(
+        real, np.arange(len(real)), [syn], "concat", 0.0, seed=0, size=8, num_classes=3, augment=True
+    )
+    assert len(ds) == len(real) + len(syn)
+    for i in range(len(ds)):
+        item = ds[i]
+        assert torch.isclose(item["target"].sum(), torch.tensor(1.0))
+        assert item["target"].argmax() == item["label"]
+    assert ds[len(real)]["target"].tolist() == pytest.approx([0.7, 0.3, 0.0])
+    with pytest.raises(ValueError, match="does not sum"):
+        soft_target(0, 3, [0.0, 0.0, 0.0])
+
+
+def test_soft_cross_entropy_matches_torch_for_hard_targets():
+    logits = torch.randn(5, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    targets = torch.nn.functional.one_hot(labels, 4).float()
+    expected = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    assert torch.allclose(soft_cross_entropy(logits, targets, 0.1), expected, atol=1e-6)
+
+
+def test_long_tail_and_group_metrics():
+    splits = shot_splits([500, 150, 60, 30, 10, 5])
+    assert splits == {"many": [0, 1], "medium": [2, 3], "few": [4, 5]}
+    preds, labels = torch.tensor([0, 0, 1, 2, 5, 4]), torch.tensor([0, 1, 1, 2, 4, 4])
+    per_class = per_class_accuracy(preds, labels, 6)
+    assert per_class[:3].tolist() == [1.0, 0.5, 1.0] and per_class[4] == 0.5 and per_class[3].isnan()
+    assert split_accuracy(per_class, splits) == {"many": 0.75, "medium": 1.0, "few": 0.5}
+    groups = torch.tensor([0, 1, 1, 2, 3, 3])
+    acc = group_accuracy(preds, labels, groups)
+    assert acc["group_1"] == 0.5 and acc["worst_group"] == 0.5
+
+
+def test_test_split_is_disjoint_from_everything_trained_on(tiny_sd_dir, tmp_path):
+    dm = ClassificationDataModule(real={"dataset": "fashion_mnist", "shots": 5, "seed": 0}, synthetic=[])
+    dm.setup("fit")
+    train_ids = {dm.train_set.real.ids[int(j)] for j in dm.train_set.indices}
+    test_ids = set(dm.test_set.data.ids)
+    assert len(train_ids) == 50 and len(test_ids) == 10_000 and not train_ids & test_ids
+    # the expander reads the same subset: its synthetic images come from training ids only
+    import expand
+
+    out = tmp_path / "syn"
+    expand.cli_main([
+        "predict", "--config", str(REPO / "configs/expand/real_guidance.yaml"), f"--output_dir={out}",
+        "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
+        "--model.init_args.method_args.num_inference_steps=2", "--data.init_args.images_per_class=1",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    sources = {
+        s for r in map(json.loads, (out / "metadata.jsonl").read_text().splitlines()) for s in r["source_ids"]
+    }
+    assert sources <= train_ids
+
+
+def test_train_fit_writes_a_wandb_run_with_test_accuracy_and_config(tiny_sd_dir, tmp_path):
+    import train
+
+    syn = _synthetic(tmp_path / "syn", per_class=2, classes=10)
+    runs = tmp_path / "runs"
+    train.cli_main([
+        "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=2",
+        "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=2",
+        f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+        "--model.init_args.backbone=resnet10t", f"--data.init_args.synthetic=[{syn}]",
+        "--data.init_args.real.shots=2", "--data.init_args.p=0.5",
+    ])  # fmt: skip
+    (run_dir,) = (runs / "wandb").glob("offline-run-*")
+    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+                            capture_output=True, text=True, check=True)  # fmt: skip
+    summary = json.loads(result.stdout)
+    text = json.dumps(summary)
+    assert "test/acc" in text and "test/mean_class_acc" in text and "val/acc_best" in text
+    assert "ClassificationDataModule" in text and "resnet10t" in text  # the resolved config
