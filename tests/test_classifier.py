@@ -140,14 +140,15 @@ def test_train_fit_writes_a_wandb_run_with_test_accuracy_and_config(tiny_sd_dir,
     runs = tmp_path / "runs"
     train.cli_main([
         "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=2",
-        "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=2",
+        "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
+        "--trainer.limit_test_batches=2",
         f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
         "--model.init_args.backbone=resnet10t", f"--data.init_args.synthetic=[{syn}]",
         "--data.init_args.real.shots=2", "--data.init_args.p=0.5",
     ])  # fmt: skip
     (run_dir,) = (runs / "wandb").glob("offline-run-*")
-    result = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    inspect = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
+    result = subprocess.run(inspect, capture_output=True, text=True, check=True)
     summary = json.loads(result.stdout)
     text = json.dumps(summary)
     assert "test/acc" in text and "test/mean_class_acc" in text and "val/acc_best" in text
