@@ -1,8 +1,13 @@
-"""Oracle faithfulness and diversity of synthetic sets (the tiny benchmark's set metrics).
+"""Faithfulness and diversity of synthetic sets.
 
     python tools/evaluate_synthetic.py outputs/synthetic/diffii [more folders ...] [--real-test 2000]
+    python tools/evaluate_synthetic.py DIR --no-oracle --clip /models/clip-vit-large-patch14 \
+        --lpips alex --prompt-template "a photo of a {}" --class-names-from DIR2
 
-Prints one row per folder and writes `quality.json` into each.
+Oracle metrics (the tiny benchmark): faithfulness = oracle accuracy, diversity = mean pairwise oracle
+feature distance, Fréchet distance to the Fashion-MNIST test images. `--clip` adds the CLIP score
+against "a photo of a {class name}", `--lpips` the mean pairwise LPIPS within classes. Prints one row
+per folder and writes `quality.json` into each.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from diffexpand.evaluation.synthetic_quality import load_synthetic, synthetic_quality
+from diffexpand.evaluation.synthetic_quality import evaluate_set
+from diffexpand.manifest import read_manifest
 from diffexpand.oracle import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 
@@ -35,18 +41,32 @@ def main(argv=None) -> dict:
     parser.add_argument("--oracle", default=str(DEFAULT_ORACLE))
     parser.add_argument("--real-test", type=int, default=2000,
                         help="Fashion-MNIST test images for the Fréchet distance (0: skip)")  # fmt: skip
+    parser.add_argument("--no-oracle", action="store_true", help="skip the oracle metrics (other datasets)")
+    parser.add_argument("--clip", default=None, help="CLIP model folder or hub id for the CLIP score")
+    parser.add_argument("--lpips", default=None, help="LPIPS backbone (alex, vgg, squeeze) for diversity")
+    parser.add_argument("--prompt-template", default="a photo of a {}")
     args = parser.parse_args(argv)
-    oracle = OracleCNN.load(args.oracle)
-    real = real_test_images(args.real_test) if args.real_test else None
+    oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
+    real = real_test_images(args.real_test) if args.real_test and oracle is not None else None
     results = {}
-    print(f"{'set':<28} {'images':>7} {'faithfulness':>13} {'diversity':>10} {'Fréchet':>8}")
+    head = f"{'set':<28} {'images':>7} {'faithfulness':>13} {'diversity':>10} {'Fréchet':>8}"
+    print(f"{head} {'CLIP':>7} {'LPIPS':>7}")
     for folder in args.folders:
-        images, labels = load_synthetic(folder)
-        result = synthetic_quality(oracle, images, labels, real)
+        prompts = None
+        if args.clip:
+            names = {int(r["label"]): r.get("class_name", str(r["label"])) for r in read_manifest(folder)}
+            prompts = [args.prompt_template.format(names.get(c, c)) for c in range(max(names) + 1)]
+        result = evaluate_set(folder, oracle, prompts, args.clip, args.lpips, real)
         (Path(folder) / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
-        fd = f"{result['frechet_distance']:8.3f}" if "frechet_distance" in result else f"{'-':>8}"
-        print(f"{Path(folder).name:<28} {result['images']:>7} {result['faithfulness']:>13.3f} "
-              f"{result['diversity']:>10.3f} {fd}")  # fmt: skip
+        o = result.get("oracle", {})
+
+        def cell(value, width):
+            return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+
+        print(f"{Path(folder).name:<28} {result['images']:>7} {cell(o.get('faithfulness'), 13)} "
+              f"{cell(o.get('diversity'), 10)} {cell(o.get('frechet_distance'), 8)} "
+              f"{cell(result.get('clip_score', {}).get('mean'), 7)} "
+              f"{cell(result.get('lpips_diversity', {}).get('mean'), 7)}")  # fmt: skip
         results[folder] = result
     return results
 

@@ -86,3 +86,25 @@ def synthetic_quality(oracle, images: torch.Tensor, labels: torch.Tensor,
         _, real_feats = oracle_outputs(oracle, real_images)
         result["frechet_distance"] = frechet_distance(feats, real_feats)
     return result
+
+
+def evaluate_set(folder, oracle=None, class_prompts: list[str] | None = None, clip_model=None,
+                 lpips_net: str | None = None, real_images: torch.Tensor | None = None) -> dict:  # fmt: skip
+    """Every configured metric of one synthetic-set folder: oracle faithfulness / diversity / Fréchet
+    distance (with `oracle`), CLIP score against the class prompts (with `clip_model`), LPIPS
+    diversity (with `lpips_net`)."""
+    from . import set_metrics
+
+    images, labels = load_synthetic(folder)
+    result: dict = {"images": len(labels)}
+    if oracle is not None:
+        result["oracle"] = synthetic_quality(oracle, images, labels, real_images)
+    if clip_model is not None:
+        if class_prompts is None:
+            raise ValueError("CLIP score needs the class prompts")
+        per_class = set_metrics.clip_score_per_class(images, labels, class_prompts, clip_model)
+        result["clip_score"] = {"mean": float(np.mean(list(per_class.values()))), "per_class": per_class}
+    if lpips_net is not None:
+        per_class = set_metrics.lpips_diversity(images, labels, set_metrics.build_lpips(lpips_net))
+        result["lpips_diversity"] = {"mean": float(np.mean(list(per_class.values()))), "per_class": per_class}
+    return result

@@ -1,0 +1,123 @@
+"""Synthetic-set metrics on tiny injected models: CLIP score, LPIPS diversity, FID/KID; clear errors
+where pretrained weights are missing (offline)."""
+
+import pytest
+import torch
+
+from diffexpand.evaluation.set_metrics import (
+    MetricWeightsNotAvailable,
+    build_lpips,
+    clip_score_per_class,
+    fid_kid,
+    lpips_diversity,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from diffexpand.models.tokenizer import build_clip_tokenizer
+
+    folder = tmp_path_factory.mktemp("clip")
+    sizes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    vision = dict(sizes, image_size=32, patch_size=8)
+    config = CLIPConfig(text_config=dict(sizes, vocab_size=49408), vision_config=vision, projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = CLIPProcessor(images, build_clip_tokenizer())
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+def test_clip_score_equals_the_cosine_of_the_models_embeddings(tiny_clip):
+    from transformers import CLIPModel, CLIPProcessor
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    prompts = ["a photo of a shoe", "a photo of a bag"]
+    scores = clip_score_per_class(images, labels, prompts, tiny_clip)
+    model, processor = CLIPModel.from_pretrained(tiny_clip), CLIPProcessor.from_pretrained(tiny_clip)
+    uint8 = ((images + 1) * 127.5).round().to(torch.uint8)
+    with torch.no_grad():
+        inputs = processor(text=[prompts[int(c)] for c in labels], images=list(uint8), return_tensors="pt",
+                           padding=True)  # fmt: skip
+        out = model(**inputs)
+    cos = torch.nn.functional.cosine_similarity(out.image_embeds, out.text_embeds)
+    expected = (100 * cos).clamp_min(0)
+    for c in (0, 1):
+        assert scores[c] == pytest.approx(float(expected[labels == c].mean()), abs=1e-3)
+
+
+def test_lpips_is_zero_for_identical_images_and_grows_with_difference():
+    lp = build_lpips("squeeze", random_backbone=True)
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    same = base.repeat(4, 1, 1, 1)
+    near = (base + 0.05 * torch.randn(4, 3, 32, 32, generator=g)).clamp(-1, 1)
+    far = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    labels = torch.zeros(4, dtype=torch.long)
+    d_same = lpips_diversity(same, labels, lp)[0]
+    d_near, d_far = lpips_diversity(near, labels, lp)[0], lpips_diversity(far, labels, lp)[0]
+    assert d_same == pytest.approx(0.0, abs=1e-6) and 0 < d_near < d_far
+
+
+def test_fid_kid_with_an_injected_feature_extractor():
+    class Features(torch.nn.Module):  # uint8 images -> 8 simple colour statistics
+        num_features = 8
+
+        def forward(self, x):
+            x = x.float() / 255
+            return torch.cat(
+                [x.mean((2, 3)), x.std((2, 3)), x.amax((1, 2, 3))[:, None], x.amin((1, 2, 3))[:, None]], 1
+            )
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(40, 3, 16, 16, generator=g) * 2 - 1
+    similar = torch.rand(40, 3, 16, 16, generator=g) * 2 - 1
+    shifted = (similar * 0.5 + 0.4).clamp(-1, 1)
+    close, far = (
+        fid_kid(real, similar, Features(), kid_subset=20),
+        fid_kid(real, shifted, Features(), kid_subset=20),
+    )
+    assert close["fid"] < far["fid"] and close["kid"] < far["kid"]
+
+
+def test_missing_weights_fail_with_a_clear_message():
+    with pytest.raises(MetricWeightsNotAvailable, match="local folder"):
+        clip_score_per_class(
+            torch.zeros(1, 3, 8, 8), torch.zeros(1, dtype=torch.long), ["x"], "openai/clip-vit-base-patch32"
+        )
+    with pytest.raises(MetricWeightsNotAvailable, match="hub/checkpoints"):
+        build_lpips("alex")
+    with pytest.raises(MetricWeightsNotAvailable, match="pt_inception"):
+        fid_kid(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
+
+
+def test_expander_callback_and_command_measure_the_set(tiny_sd_dir, tmp_path):
+    import json
+
+    import expand
+    from diffexpand.paths import DEFAULT_ORACLE
+    from tools.evaluate_synthetic import main as evaluate
+
+    extra = tmp_path / "metrics.yaml"
+    extra.write_text(
+        "trainer:\n  callbacks:\n    - class_path: callbacks.set_metrics.SyntheticSetMetrics\n"
+        f"      init_args: {{oracle: {DEFAULT_ORACLE}}}\n"
+    )
+    out = tmp_path / "set"
+    expand.cli_main([
+        "predict", "--config", "configs/expand/txt2img.yaml", "--config", str(extra), f"--output_dir={out}",
+        "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
+        "--model.init_args.method_args.num_inference_steps=2", "--data.init_args.images_per_class=3",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    written = json.loads((out / "set_metrics.json").read_text())
+    assert written["images"] == 30 and 0 <= written["oracle"]["faithfulness"] <= 1
+    assert written["oracle"]["diversity"] > 0
+    result = evaluate([str(out), "--real-test", "100"])[str(out)]
+    assert result["oracle"]["faithfulness"] == written["oracle"]["faithfulness"]
+    assert result["oracle"]["frechet_distance"] > 0
