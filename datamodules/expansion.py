@@ -8,12 +8,14 @@ cached on disk, and attached to each record when it is loaded.
 
 from __future__ import annotations
 
+import dataclasses
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffexpand.cache import cache_key, cached_tensors
-from diffexpand.manifest import read_manifest
+from diffexpand.manifest import check_run_settings, read_manifest
 from diffexpand.methods import PlanContext, sample_rng
 from diffexpand.seeding import sample_seed
 from diffexpand.typed_args import typed_kwargs
@@ -244,7 +246,12 @@ class ExpansionDataModule(L.LightningDataModule):
             method.suffixes = self._generated_suffixes(module, method)
         ctx, counts = self._context(concepts)
         records = self.plan(method, ctx, counts)
-        output_dir = self.hparams.output_dir
+        output_dir, hp = self.hparams.output_dir, self.hparams
+        if output_dir:
+            settings = {"method": method.name, "method_settings": dataclasses.asdict(method),
+                        "model": module.model_fingerprint(), "real": hp.real, "class_names": hp.class_names,
+                        "prompt_template": hp.prompt_template, "seed": hp.seed}  # fmt: skip
+            check_run_settings(output_dir, settings)
         done = {r["id"] for r in read_manifest(output_dir)} if output_dir else set()
         self.records = [r for r in records if r["sample_id"] not in done]
         self.num_done = len(records) - len(self.records)

@@ -60,3 +60,25 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+SETTINGS_NAME = "run_settings.json"
+
+
+def check_run_settings(folder: str | Path, settings: dict) -> None:
+    """Record what made a synthetic set (method, its settings, model, data, seed) on the first run;
+    refuse to continue a set made with other settings — resuming would silently mix two sets. Counts
+    (images per class, expansion ratio) are not part of it: growing a set is allowed."""
+    folder = Path(folder)
+    path = folder / SETTINGS_NAME
+    settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != settings:
+            changed = sorted(k for k in before.keys() | settings.keys() if before.get(k) != settings.get(k))
+            raise ValueError(
+                f"{folder} holds a synthetic set made with other settings ({', '.join(changed)} differ); "
+                "write this run to another --output_dir, or delete the folder to start over"
+            )
+        return
+    atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())

@@ -12,7 +12,7 @@ REAL = ["--data.init_args.real.dataset=fashion_mnist", "--data.init_args.real.sh
 
 def _run(tiny_sd_dir, out, method, *extra, concepts=None, cache=None):
     args = [
-        "predict", f"--model.init_args.pretrained={tiny_sd_dir}", f"--model.init_args.method={method}",
+        "predict", "--config", f"configs/expand/{method}.yaml", f"--model.init_args.pretrained={tiny_sd_dir}",
         "--model.init_args.method_args.num_inference_steps=3", f"--output_dir={out}",
         *(["--model.init_args.method_args.inversion_steps=3"] if method == "diffii" else []),
         "--data.init_args.class_names=null", "--data.init_args.images_per_class=2", *REAL,
@@ -76,8 +76,8 @@ def test_caches_are_reused_across_runs(tiny_sd_dir, tiny_concepts, tmp_path, mon
 
 
 def test_methods_with_tokens_need_a_concept_folder(tiny_sd_dir, tmp_path):
-    with pytest.raises(ValueError, match="configs/concept.yaml"):
-        _run(tiny_sd_dir, tmp_path / "out", "diffii")
+    with pytest.raises(ValueError, match="uses learned concept tokens.*configs/concept.yaml"):
+        _run(tiny_sd_dir, tmp_path / "out", "diffii", "--model.init_args.concepts=null")
     with pytest.raises(ValueError, match="does not exist yet"):  # jsonargparse wraps the error
         _run(tiny_sd_dir, tmp_path / "out", "diffii", concepts=tmp_path / "missing")
 
@@ -89,3 +89,12 @@ def test_output_reads_as_hf_imagefolder_with_labels(tiny_sd_dir, tiny_concepts, 
     ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "out"), split="train")
     assert sorted(ds["label"]) == sorted(r["label"] for r in records)
     assert len(ds) == len(records) and torch.tensor(ds["strength"]).max() <= 1.0
+
+
+def test_a_folder_made_with_other_settings_is_refused(tiny_sd_dir, tiny_concepts, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    _run(tiny_sd_dir, out, "real_guidance", cache=cache)
+    # growing the set is fine; changing how it is made is not (a resume would mix two sets)
+    _run(tiny_sd_dir, out, "real_guidance", "--data.init_args.images_per_class=3", cache=cache)
+    with pytest.raises(ValueError, match=r"other settings \(method_settings differ\)"):
+        _run(tiny_sd_dir, out, "real_guidance", "--model.init_args.method_args.strengths=[0.3]", cache=cache)
