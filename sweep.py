@@ -1,0 +1,108 @@
+"""One sweep run: expand, measure the synthetic set, train and test the classifier — one W&B run.
+
+    python sweep.py --expand-config configs/expand/diffii.yaml --classify-config configs/classifier.yaml \\
+        --expand.model.init_args.method_args.split_ratio=0.5 --classify.data.init_args.p=0.5
+
+Arguments `--expand.X=v` and `--classify.X=v` go to `expand.py predict` and `train.py fit` as `--X=v`,
+so a W&B sweep's `${args}` sets any LightningCLI value of either stage. Runs whose expansion settings
+are equal share one synthetic set (under --root, named by a hash of those settings); the expander's
+resume logic makes the second use free. The W&B run gets the proposed values as its config and the set
+metrics and test accuracy as its summary. `wandb agent` starts this program (see configs/sweeps/);
+`tools/sweep_local.py` runs the same sweep files offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from diffexpand.paths import DEFAULT_ORACLE
+
+STAGES = ("expand", "classify")
+
+
+def split_stage_args(args: list[str]) -> dict[str, list[str]]:
+    """`--expand.a.b=1` -> {"expand": ["--a.b=1"]}; values may also follow as the next item."""
+    out: dict[str, list[str]] = {s: [] for s in STAGES}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        stage = next((s for s in STAGES if arg.startswith(f"--{s}.")), None)
+        if stage is None:
+            raise ValueError(f"sweep argument {arg!r} must start with --expand. or --classify.")
+        key = "--" + arg[len(f"--{stage}.") :]
+        if "=" not in key and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            key, i = f"{key}={args[i + 1]}", i + 1
+        out[stage].append(key)
+        i += 1
+    return out
+
+
+def params_of(stage_args: dict[str, list[str]]) -> dict[str, str]:
+    return {f"{s}.{a[2:].split('=', 1)[0]}": a.split("=", 1)[1] for s in STAGES for a in stage_args[s]}
+
+
+def run(expand_config: str, classify_config: str | None, args: list[str], root: str = "outputs/sweeps",
+        project: str = "diffexpand-sweeps", oracle: str | None = str(DEFAULT_ORACLE)) -> dict:  # fmt: skip
+    """Run the pipeline once; returns the summary metrics."""
+    import wandb
+
+    import expand
+    import train
+
+    stage_args = split_stage_args(args)
+    params = params_of(stage_args)
+    expand_key = hashlib.sha256(json.dumps([expand_config, stage_args["expand"]]).encode()).hexdigest()[:12]
+    synthetic = Path(root) / f"synthetic-{expand_key}"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    # Joins the agent's run online (WANDB_RUN_ID is set by `wandb agent`); a fresh offline run otherwise.
+    config = params | {"expand_config": expand_config, "classify_config": classify_config,
+                       "synthetic_set": str(synthetic)}  # fmt: skip
+    run = wandb.init(project=project, dir=root, config=config, reinit="finish_previous")
+    callbacks = []
+    if oracle:
+        callbacks = ["--trainer.callbacks+=callbacks.set_metrics.SyntheticSetMetrics",
+                     f"--trainer.callbacks.oracle={oracle}"]  # fmt: skip
+    expand.cli_main(["predict", "--config", expand_config, f"--output_dir={synthetic}", *callbacks,
+                     *stage_args["expand"]])  # fmt: skip
+    summary: dict = {}
+    metrics_file = synthetic / "set_metrics.json"
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text()).get("oracle", {})
+        summary |= {f"set/{k}": metrics[k] for k in ("faithfulness", "diversity") if k in metrics}
+        run.log(summary)
+    if classify_config:
+        cli = train.cli_main([
+            "fit", "--config", classify_config, f"--data.init_args.synthetic=[{synthetic}]",
+            f"--trainer.logger.init_args.save_dir={root}", *stage_args["classify"],
+        ])  # fmt: skip
+        summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    if wandb.run is not None:  # the classifier's logger closes the run it used
+        wandb.run.summary.update(summary)
+        wandb.finish()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--expand-config", required=True)
+    parser.add_argument("--classify-config", default=None)
+    parser.add_argument("--root", default="outputs/sweeps")
+    parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "diffexpand-sweeps"))
+    parser.add_argument("--oracle", default=str(DEFAULT_ORACLE), help="oracle for set metrics ('' to skip)")
+    known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    summary = run(
+        known.expand_config, known.classify_config, rest, known.root, known.project, known.oracle or None
+    )
+    print(json.dumps(summary, indent=1))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Run a W&B sweep file offline: W&B's own sweep engine (the `sweeps` package, the same code the W&B
+server runs) proposes each run from the results so far — grid, random or Bayes — and each proposal
+runs in-process through `sweep.py`'s pipeline, logged to W&B offline.
+
+    python tools/sweep_local.py configs/sweeps/replacement_probability.yaml --count 8 \\
+        [--out outputs/sweeps/NAME] [-- --expand.trainer.accelerator=cpu ...]
+
+Arguments after `--` are added to every run (e.g. tiny settings). Writes results.csv and results.md
+(one row per run, best first, best configuration named) into --out; `wandb sync OUT/wandb/offline-run-*`
+uploads the runs later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_sweep(path: str | Path) -> dict:
+    import sweeps
+
+    cfg = yaml.safe_load(Path(path).read_text())
+    problems = sweeps.schema_violations_from_proposed_config(cfg)
+    if problems:
+        raise ValueError(f"{path} is not a valid W&B sweep: {'; '.join(problems)}")
+    return cfg
+
+
+def fixed_arguments(cfg: dict) -> dict:
+    """--expand-config / --classify-config and fixed stage arguments from the sweep's `command`."""
+    command = [str(c) for c in cfg.get("command", [])]
+    out = {"expand_config": None, "classify_config": None, "args": []}
+    i = 0
+    while i < len(command):
+        item = command[i]
+        if item in {"--expand-config", "--classify-config"}:
+            out[item[2:].replace("-", "_")] = command[i + 1]
+            i += 2
+            continue
+        if item.startswith(("--expand.", "--classify.")):
+            out["args"].append(item)
+        i += 1
+    if not out["expand_config"]:
+        raise ValueError("the sweep's command must give --expand-config")
+    return out
+
+
+def as_argument(name: str, value) -> str:
+    if isinstance(value, bool):
+        value = str(value).lower()
+    return f"--{name}={value}"
+
+
+def _sort_key(row: dict, metric: str, goal: str):
+    value = row.get(metric)
+    if value is None:
+        return (1, 0.0)
+    return (0, -value if goal == "maximize" else value)
+
+
+def run_sweep(path, count: int, out: Path, extra: list[str]) -> list[dict]:
+    import sweeps
+
+    import sweep
+
+    cfg = load_sweep(path)
+    fixed = fixed_arguments(cfg)
+    metric, goal = cfg["metric"]["name"], cfg["metric"].get("goal", "minimize")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    runs, rows = [], []
+    for i in range(count):
+        proposal = sweeps.next_run(cfg, runs)
+        if proposal is None:  # a grid is exhausted
+            break
+        params = {k: v["value"] for k, v in proposal.config.items()}
+        params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}  # numpy scalars
+        print(f"[{i + 1}/{count}] {params}", flush=True)
+        args = fixed["args"] + [as_argument(k, v) for k, v in params.items()] + extra
+        summary = sweep.run(fixed["expand_config"], fixed["classify_config"], args, root=str(out),
+                            project=f"sweep-{Path(path).stem}")  # fmt: skip
+        value = summary.get(metric)
+        done = sweeps.SweepRun(name=f"run{i}", state=sweeps.RunState.finished, config=proposal.config,
+                               summaryMetrics={metric: value} if value is not None else {})  # fmt: skip
+        runs.append(done)
+        rows.append(params | {metric: value})
+    rows.sort(key=lambda r: _sort_key(r, metric, goal))
+    write_results(rows, metric, goal, out, Path(path).name)
+    return rows
+
+
+def _cell(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def write_results(rows: list[dict], metric: str, goal: str, out: Path, name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / "results.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [
+        f"# Sweep {name}: {metric} ({goal})",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
+    lines += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
+    if rows and rows[0].get(metric) is not None:
+        best = {k: v for k, v in rows[0].items() if k != metric}
+        lines += ["", f"Best: {metric} = {rows[0][metric]:.4f} with {best}"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("sweep")
+    parser.add_argument("--count", type=int, default=20, help="most runs (a grid stops when exhausted)")
+    parser.add_argument("--out", default=None, help="default: outputs/sweeps/<sweep name>")
+    args = parser.parse_args(argv)
+    out = Path(args.out or f"outputs/sweeps/{Path(args.sweep).stem}")
+    return run_sweep(args.sweep, args.count, out, extra)
+
+
+if __name__ == "__main__":
+    main()
