@@ -52,3 +52,14 @@ def test_folder_missing_parts_is_named(tmp_path):
 def test_missing_local_path_is_reported(tmp_path):
     with pytest.raises(ModelNotAvailableError, match="does not exist"):
         load_sd_components(tmp_path / "no-such-model")
+
+
+def test_repository_paths_are_recorded_portably_and_load_from_anywhere(tmp_path, monkeypatch):
+    from diffexpand.models import load_sd_components
+    from diffexpand.paths import DEFAULT_PRIOR, portable
+
+    assert portable(DEFAULT_PRIOR) == "assets/tiny-fashion-prior"
+    assert portable(tmp_path) == str(tmp_path)  # outside the repository: unchanged
+    monkeypatch.chdir(tmp_path)
+    parts = load_sd_components("assets/tiny-fashion-prior")  # relative to the repository, not the cwd
+    assert parts.unet.config.sample_size > 0

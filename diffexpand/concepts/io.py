@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from diffexpand.paths import portable
+
 from .tokens import add_placeholder_tokens, concept_phrase, placeholder_tokens
 
 CONCEPTS_JSON = "concepts.json"
@@ -74,7 +76,7 @@ def save_concepts(
             folder, unet_lora_layers=lora_layers, safe_serialization=True
         )
     meta = {
-        "base_model": base_model,
+        "base_model": portable(base_model),
         "tokens_per_class": n,
         "prompt_template": prompt_template,
         "classes": classes,

@@ -9,6 +9,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from diffexpand.paths import in_repo
+
 from .components import SDComponents
 
 _SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
@@ -56,7 +58,7 @@ def load_sd_components(
     The scheduler is always DDIM, built from the model's own noise-schedule config, because every
     method here samples and inverts with DDIM.
     """
-    source = str(pretrained)
+    source = str(in_repo(pretrained) or pretrained)  # "assets/tiny-fashion-prior" from any directory
     local = Path(source).expanduser()
     is_local = local.is_dir()
     if is_local:
