@@ -153,3 +153,23 @@ def test_train_fit_writes_a_wandb_run_with_test_accuracy_and_config(tiny_sd_dir,
     text = json.dumps(summary)
     assert "test/acc" in text and "test/mean_class_acc" in text and "val/acc_best" in text
     assert "ClassificationDataModule" in text and "resnet10t" in text  # the resolved config
+
+
+@pytest.mark.parametrize("logger", ["false", "lightning.pytorch.loggers.CSVLogger"])
+def test_classifier_runs_without_wandb(logger, tmp_path):
+    import train
+
+    args = [
+        "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=1",
+        "--trainer.limit_test_batches=1", "--trainer.callbacks=null", "--trainer.enable_checkpointing=false",
+        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger={logger}",
+        "--model.init_args.backbone=resnet10t", "--data.init_args.synthetic=[]",
+        "--data.init_args.real.shots=1",
+    ]  # fmt: skip
+    if logger != "false":
+        args.append(f"--trainer.logger.init_args.save_dir={tmp_path}")
+    cli = train.cli_main(args)
+    assert "test/acc" in cli.trainer.callback_metrics
+    if logger != "false":
+        (metrics,) = tmp_path.rglob("metrics.csv")
+        assert "test/acc" in metrics.read_text().splitlines()[0]
