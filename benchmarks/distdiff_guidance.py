@@ -33,6 +33,7 @@ def run(out: Path, cache: Path, args, guidance: bool):
         f"--data.init_args.cache_dir={cache}", f"--model.init_args.method_args.extractor={args.extractor}",
         f"--model.init_args.method_args.guidance={str(guidance).lower()}",
         f"--data.init_args.batch_size={args.batch_size}",
+        *[f"--model.init_args.method_args.{kv}" for kv in args.method_arg],
     ]  # fmt: skip
     cli = expand.cli_main(cli_args, run=False)
     start = time.perf_counter()
@@ -71,6 +72,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--extractor", default="timm")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a DistDiff setting, e.g. step_size=1.0 (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
 
     oracle = OracleCNN.load(DEFAULT_ORACLE)

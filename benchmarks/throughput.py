@@ -27,7 +27,17 @@ from lightning.pytorch.callbacks import Callback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-METHODS = ["txt2img", "real_filter", "real_guidance", "dafusion", "diffaug", "realmix", "diffmix", "diffii"]
+METHODS = [
+    "txt2img",
+    "real_filter",
+    "real_guidance",
+    "dafusion",
+    "diffaug",
+    "realmix",
+    "diffmix",
+    "diffii",
+    "distdiff",
+]
 DEFAULT_CONCEPTS = "outputs/concepts/fashion_mnist-5shot-seed0"
 
 
