@@ -7,9 +7,10 @@ Each method runs its `configs/expand/<method>.yaml` on the committed tiny prior 
 the tiny benchmark) through the real CLI path: datamodule, Lightning predict loop and the writer.
 Setup (model loading, VAE latents, inversion pool, real features) is timed apart from the predict
 loop; inside the loop, forward hooks time the UNet, the VAE and the text encoder, and the rest
-(noise, slerp, guidance arithmetic, feature extraction, PNG writing) is "outside": its share of the loop
-is the time not spent in the UNet and VAE calls (target: under 15%). Text-encoder and feature-extractor
-time are shown separately and count as outside.
+(noise, slerp, feature extraction, PNG writing) is "outside": its share of the loop is the time not
+spent in UNet and VAE calls (target: under 15%). DistDiff's guidance step (rollout, decode, features
+and the backward pass through them) is timed as one stage and counts as model work. Text-encoder and
+feature-extractor time outside guidance are shown separately and count as outside.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class StageTimer(Callback):
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._handles, self._open = [], {}
+        self._in_guidance = False
 
     def _sync(self, device):
         if device.type == "cuda":
@@ -60,8 +62,10 @@ class StageTimer(Callback):
 
         def post(mod, args, out):
             self._sync(next(mod.parameters()).device)
-            self.seconds[name] += time.perf_counter() - self._open.pop(name)
-            self.calls[name] += 1
+            elapsed = time.perf_counter() - self._open.pop(name)
+            if not self._in_guidance:  # guidance (forward + backward) is timed as one stage
+                self.seconds[name] += elapsed
+                self.calls[name] += 1
 
         self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
@@ -73,12 +77,27 @@ class StageTimer(Callback):
             stages["feature_extractor"] = extractor
         for name, module in stages.items():
             self._hook(name, module)
+        guidance = getattr(pl_module.method, "energy_guidance", None)
+        if guidance is not None:  # DistDiff: rollouts, decode, features and their backward pass
+            original = guidance.apply
+
+            def timed(*args, **kwargs):
+                self._in_guidance, start = True, time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self.seconds["guidance"] += time.perf_counter() - start
+                    self._in_guidance = False
+
+            guidance.apply = timed
+            self._restore = lambda: setattr(guidance, "apply", original)
         self._start = time.perf_counter()
 
     def on_predict_end(self, trainer, pl_module):
         self.seconds["loop"] = time.perf_counter() - self._start
         for h in self._handles:
             h.remove()
+        getattr(self, "_restore", lambda: None)()
 
 
 def run_method(method: str, args, workdir: Path) -> dict:
@@ -104,7 +123,8 @@ def run_method(method: str, args, workdir: Path) -> dict:
     total = time.perf_counter() - t0
     images = len(cli.datamodule.records)
     s = dict(timer.seconds)
-    inside = sum(s.get(k, 0.0) for k in ("unet", "vae_decode", "vae_encode"))
+    # guidance is UNet + VAE + extractor work (forward and backward), so it counts as inside
+    inside = sum(s.get(k, 0.0) for k in ("unet", "vae_decode", "vae_encode", "guidance"))
     return {
         "method": method, "images": images, "loop_s": s["loop"], "setup_s": total - s["loop"],
         "images_per_s": images / s["loop"], "stages": s, "other_share": 1 - inside / s["loop"],
@@ -131,7 +151,7 @@ def main(argv=None) -> list[dict]:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
           f"{args.images_per_class} images/class")  # fmt: skip
     print(f"{'method':<14}{'images':>7}{'img/s':>8}{'setup s':>9}{'unet %':>8}{'vae %':>7}{'text %':>7}"
-          f"{'feat %':>7}{'outside %':>10}")  # fmt: skip
+          f"{'feat %':>7}{'guide %':>8}{'outside %':>10}")  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods:
@@ -143,7 +163,7 @@ def main(argv=None) -> list[dict]:
 
             print(f"{method:<14}{row['images']:>7}{row['images_per_s']:>8.2f}{row['setup_s']:>9.1f}"
                   f"{pct('unet'):>8.1f}{pct('vae_decode', 'vae_encode'):>7.1f}{pct('text_encoder'):>7.1f}"
-                  f"{pct('feature_extractor'):>7.1f}{100 * row['other_share']:>10.1f}",
+                  f"{pct('feature_extractor'):>7.1f}{pct('guidance'):>8.1f}{100 * row['other_share']:>10.1f}",
                   flush=True)  # fmt: skip
             rows.append(row)
     return rows
