@@ -66,6 +66,7 @@ class Classifier(L.LightningModule):
         many_shot: int = 100,
         few_shot: int = 20,
         test_after_fit: bool = True,
+        export_path: str | None = None,
     ):
         super().__init__()
         if optimizer not in {"sgd", "adamw"}:
@@ -149,6 +150,19 @@ class Classifier(L.LightningModule):
 
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")
+
+    def on_fit_end(self) -> None:
+        """Export the trained network as safetensors: DistDiff and Real-Filter can then guide with it,
+        `extractor: {kind: timm, model_name: <backbone>, checkpoint: <export_path>}` (as DistDiff's
+        official code guides with a classifier trained on the real data)."""
+        if self.hparams.export_path and self.trainer.is_global_zero:
+            from pathlib import Path
+
+            from safetensors.torch import save_file
+
+            path = Path(self.hparams.export_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, path)
 
     # ---- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -173,3 +173,22 @@ def test_classifier_runs_without_wandb(logger, tmp_path):
     if logger != "false":
         (metrics,) = tmp_path.rglob("metrics.csv")
         assert "test/acc" in metrics.read_text().splitlines()[0]
+
+
+def test_exported_classifier_serves_as_a_feature_extractor(tmp_path):
+    import train
+    from diffexpand.features import build_extractor
+
+    export = tmp_path / "classifier.safetensors"
+    cli = train.cli_main([
+        "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=1",
+        "--trainer.limit_test_batches=1", "--trainer.callbacks=null", "--trainer.enable_checkpointing=false",
+        "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}",
+        "--model.init_args.backbone=resnet10t", f"--model.init_args.export_path={export}",
+        "--data.init_args.synthetic=[]", "--data.init_args.real.shots=1",
+    ])  # fmt: skip
+    extractor = build_extractor({"kind": "timm", "model_name": "resnet10t", "checkpoint": str(export)})
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    model = cli.model.model.eval()
+    expected = model.forward_head(model.forward_features(extractor.preprocess(images)), pre_logits=True)
+    assert torch.allclose(extractor(images), expected, atol=1e-5)
