@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo lint prior oracle clean
+.PHONY: setup data test demo bench lint prior oracle clean
 
 setup: $(STAMP) data
 
@@ -29,14 +29,14 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-# Embedded default, end to end on CPU: learn the Fashion-MNIST 5-shot concepts on the committed tiny
-# prior (about 8 minutes, once), then expand with Diff-II.
-CONCEPTS := outputs/concepts/fashion_mnist-5shot-seed0/concepts.json
-$(CONCEPTS): | $(STAMP) data
-	$(PY) train.py fit --config configs/concept.yaml
+# The embedded default end to end on CPU: the tiny benchmark's quick profile (5-shot, seed 0; Original,
+# txt2img, Diff-II, DistDiff) on the committed prior and concepts, printing the table.
+demo: setup
+	$(PY) benchmarks/tiny_benchmark.py --profile quick
 
-demo: setup $(CONCEPTS)
-	$(PY) expand.py predict --output_dir outputs/demo
+# The full tiny benchmark (5/10-shot x 3 seeds, 8 rows, split-ratio curve): hours on 2 CPU cores.
+bench: setup
+	$(PY) benchmarks/tiny_benchmark.py --profile full
 
 # Re-train the committed artifacts (about an hour on 2 CPU cores).
 prior: setup

@@ -52,9 +52,17 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+COMMITTED_CONCEPTS = REPO / "assets" / "concepts"
+
+
 def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
+    """The concept folder of a subset: the committed one when it exists (5-shot seed 0, made by
+    configs/concept.yaml), else learned once under --out."""
     import train
 
+    committed = COMMITTED_CONCEPTS / f"fashion_mnist-{shots}shot-seed{seed}"
+    if not extra and (committed / "concepts.json").is_file():
+        return committed
     folder = out / "concepts" / f"{shots}shot-seed{seed}"
     if not (folder / "concepts.json").is_file():
         say(f"learning concepts for {shots}-shot seed {seed}")
