@@ -7,6 +7,7 @@ With no `--config` it runs the embedded default, Diff-II on the tiny benchmark
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -52,7 +53,18 @@ def with_default_config(args: list[str], run: bool = True) -> list[str]:
     return [*args[:i], "--config", str(DEFAULT_CONFIG), *args[i:]]
 
 
+def show_progress_messages() -> None:
+    """Print the core's INFO messages (cache builds) to stderr, once per process."""
+    logger = logging.getLogger("diffexpand")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(name)s pid %(process)d] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> ExpandCLI:
+    show_progress_messages()
     args = with_default_config(list(sys.argv[1:] if args is None else args), run)
     return ExpandCLI(
         LightningModule,

@@ -51,6 +51,7 @@ class SyntheticImageWriter(BasePredictionWriter):
         append_manifest(self.output_dir, lines)
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        trainer.strategy.barrier("synthetic-set-written")  # every rank's images are on disk
         if trainer.is_global_zero:
             sheet = contact_sheet(self.output_dir)
             if sheet is not None:

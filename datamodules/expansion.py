@@ -144,8 +144,10 @@ class ExpansionDataModule(L.LightningDataModule):
 
         def build():
             images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
-            latents = [encode_images(module.parts.vae, chunk.to(module.build_device()))
-                       for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
+            device = module.build_device()
+            with module.precision_context(device):
+                latents = [encode_images(module.parts.vae, chunk.to(device))
+                           for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
             return {"latents": torch.cat(latents).float()}
 
         latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]
@@ -164,11 +166,12 @@ class ExpansionDataModule(L.LightningDataModule):
         def build():
             stacked = torch.stack([latents[s] for s in ids])
             out = []
-            bs = self.hparams.cache_batch_size
+            bs, device = self.hparams.cache_batch_size, module.build_device()
             for start in range(0, len(ids), bs):
-                chunk = stacked[start : start + bs].to(module.build_device(), module.parts.unet.dtype)
+                chunk = stacked[start : start + bs].to(device, module.parts.unet.dtype)
                 batch_prompts = prompts[start : start + bs]
-                inverted = invert_latents(module.parts, chunk, batch_prompts, *settings)
+                with module.precision_context(device):
+                    inverted = invert_latents(module.parts, chunk, batch_prompts, *settings)
                 out.append(inverted.float())
             return {"inversions": torch.cat(out)}
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(**depends_on) -> str:
@@ -46,7 +50,9 @@ def cached_tensors(
     with FileLock(str(path) + ".lock"):
         if path.exists():  # another process built it while we waited
             return load_file(path)
+        started = time.perf_counter()
         tensors = {k: v.detach().contiguous().cpu() for k, v in build().items()}
+        log.info("cache: built %s in %.1f s", path.name, time.perf_counter() - started)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         save_file(tensors, tmp)
         os.replace(tmp, path)
@@ -63,7 +69,9 @@ def cached_json(cache_dir: str | Path, kind: str, key: str, build: Callable[[], 
     with FileLock(str(path) + ".lock"):
         if path.exists():
             return json.loads(path.read_text())
+        started = time.perf_counter()
         value = build()
+        log.info("cache: built %s in %.1f s", path.name, time.perf_counter() - started)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(value, indent=1))
         os.replace(tmp, path)

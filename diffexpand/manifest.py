@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+from filelock import FileLock
+
 MANIFEST_NAME = "metadata.jsonl"
 
 
@@ -29,14 +31,21 @@ def read_manifest(folder: str | Path) -> list[dict]:
 
 
 def append_manifest(folder: str | Path, records: list[dict]) -> None:
-    """Append records, each line complete and flushed to disk before returning."""
+    """Append records, each line complete and flushed to disk before returning. A file lock serialises
+    writers (DDP ranks share one manifest): one rank's torn-tail repair must never cut another rank's
+    line, and each append is one write call."""
     path = Path(folder) / MANIFEST_NAME
-    repair_torn_tail(path)
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(lines)
-        fh.flush()
-        os.fsync(fh.fileno())
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    with FileLock(str(path) + ".lock"):
+        repair_torn_tail(path)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (e.g. a signal): finish the line
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def repair_torn_tail(path: Path) -> None:

@@ -115,17 +115,20 @@ class DistDiff(ExpansionMethod):
         cond, uncond = conditions(parts, [r["prompt"] for r in records], self.negative_prompt)
         model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
         guide_at = {self.start + m for m in self.steps} if self.guidance else set()
-        for r in records:
-            r["guidance_energy"], r["guidance_fallback"] = [], False
+        energies, failures = [], []  # kept on the device; read once after sampling (no sync per step)
 
         def before_step(i: int, z: torch.Tensor) -> torch.Tensor:
             if i not in guide_at:
                 return z
             energy_of = self.energy_fn(parts, model_fn, schedule, records, i)
             result = self.energy_guidance.apply(z, energy_of)
-            for r, e, f in zip(records, result.energy.tolist(), result.failed.tolist(), strict=True):
-                r["guidance_energy"].append(e)
-                r["guidance_fallback"] |= bool(f)
+            energies.append(result.energy.detach())
+            failures.append(result.failed)
             return result.latents
 
-        return decode(parts, ddim_sample(model_fn, x, schedule, self.start, before_step=before_step))
+        latents = ddim_sample(model_fn, x, schedule, self.start, before_step=before_step)
+        energy = torch.stack(energies, 1).tolist() if energies else [[] for _ in records]
+        failed = torch.stack(failures, 1).any(1).tolist() if failures else [False] * len(records)
+        for r, e, f in zip(records, energy, failed, strict=True):
+            r["guidance_energy"], r["guidance_fallback"] = e, bool(f)
+        return decode(parts, latents)

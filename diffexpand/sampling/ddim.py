@@ -7,6 +7,7 @@ ModelFn, so the samplers stay ignorant of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -20,8 +21,7 @@ def predict_x0_eps(
     model_output: torch.Tensor, sample: torch.Tensor, alpha_cumprod, prediction_type: str = "epsilon"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂0, ε̂) from the network output at cumulative alpha ᾱ; differentiable in all inputs."""
-    a = torch.as_tensor(alpha_cumprod, dtype=sample.dtype, device=sample.device)
-    sqrt_a, sqrt_1ma = a.sqrt(), (1 - a).sqrt()
+    sqrt_a, sqrt_1ma = _sqrt_pair(alpha_cumprod, sample)
     if prediction_type == "epsilon":
         eps = model_output
         x0 = (sample - sqrt_1ma * eps) / sqrt_a
@@ -46,8 +46,16 @@ def ddim_step(
     """Deterministic DDIM move from noise level ᾱ_from to ᾱ_to (either direction: this is also the
     inversion step)."""
     x0, eps = predict_x0_eps(model_output, sample, alpha_from, prediction_type)
-    a_to = torch.as_tensor(alpha_to, dtype=sample.dtype, device=sample.device)
-    return a_to.sqrt() * x0 + (1 - a_to).sqrt() * eps
+    sqrt_a, sqrt_1ma = _sqrt_pair(alpha_to, sample)
+    return sqrt_a * x0 + sqrt_1ma * eps
+
+
+def _sqrt_pair(alpha_cumprod, like: torch.Tensor):
+    """(√ᾱ, √(1−ᾱ)); a Python float stays a float, so a sampling step makes no host-to-device copy."""
+    if isinstance(alpha_cumprod, float | int):
+        return math.sqrt(alpha_cumprod), math.sqrt(1.0 - alpha_cumprod)
+    a = torch.as_tensor(alpha_cumprod, dtype=like.dtype, device=like.device)
+    return a.sqrt(), (1 - a).sqrt()
 
 
 def ddim_sample(
@@ -61,10 +69,11 @@ def ddim_sample(
     """Denoise `latents` (at the noise level of step `start_index`) down to x_0 with DDIM.
     `before_step(i, latents)` may replace the latents before step i (latent guidance hooks in here)."""
     steps = range(start_index, len(schedule))
+    timesteps = schedule.timesteps.to(latents.device)  # once, not one copy per step
     for i in progress(steps) if progress else steps:
         if before_step is not None:
             latents = before_step(i, latents)
-        t = schedule.timesteps[i].to(latents.device)
+        t = timesteps[i]
         out = model_fn(latents, t, i)
         latents = ddim_step(out, latents, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
     return latents
@@ -84,8 +93,9 @@ def ddim_invert(
     same conditioning, approximately returns the input.
     """
     steps = range(len(schedule) - 1, stop_index - 1, -1)
+    timesteps = schedule.timesteps.to(latents.device)
     for i in progress(steps) if progress else steps:
-        t = schedule.timesteps[i].to(latents.device)
+        t = timesteps[i]
         out = model_fn(latents, t, i)
         latents = ddim_step(out, latents, schedule.alpha(i + 1), schedule.alpha(i), schedule.prediction_type)
     return latents

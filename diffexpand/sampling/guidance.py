@@ -30,6 +30,13 @@ def cfg_model_fn(
     """
     scale = torch.as_tensor(guidance_scale, dtype=torch.float32)
     plain = uncond is None or bool((scale == 1.0).all())
+    on_device: dict = {}  # the scale moved to the latents' device once, not once per step
+
+    def weight(x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, x.dtype)
+        if key not in on_device:
+            on_device[key] = scale.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return on_device[key]
 
     def model_fn(x: torch.Tensor, t: torch.Tensor, step_index: int) -> torch.Tensor:
         c = _at(cond, step_index)
@@ -41,7 +48,6 @@ def cfg_model_fn(
             torch.cat([x, x]), torch.cat([t_batch, t_batch]), encoder_hidden_states=torch.cat([u, c])
         ).sample
         out_uncond, out_cond = out.chunk(2)
-        w = scale.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        return out_uncond + w * (out_cond - out_uncond)
+        return out_uncond + weight(x) * (out_cond - out_uncond)
 
     return model_fn
