@@ -63,3 +63,21 @@ def test_repository_paths_are_recorded_portably_and_load_from_anywhere(tmp_path,
     monkeypatch.chdir(tmp_path)
     parts = load_sd_components("assets/tiny-fashion-prior")  # relative to the repository, not the cwd
     assert parts.unet.config.sample_size > 0
+
+
+def test_sd15_architecture_has_stable_diffusion_1_5_parameter_counts():
+    """Random-weight SD-1.5 (benchmarks/throughput.py --architecture sd15) must be the real size."""
+    import torch
+
+    from diffexpand.models.tiny import (
+        SD15_ARCHITECTURE,
+        build_tiny_text_encoder,
+        build_tiny_unet,
+        build_tiny_vae,
+    )
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        counts = [sum(p.numel() for p in build(SD15_ARCHITECTURE).parameters())
+                  for build in (build_tiny_unet, build_tiny_vae, build_tiny_text_encoder)]  # fmt: skip
+    assert counts == [859_520_964, 83_653_863, 123_060_480]  # the published SD-1.5 checkpoints' counts
+    assert SD15_ARCHITECTURE.latent_size == 64

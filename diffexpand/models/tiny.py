@@ -121,3 +121,21 @@ def build_tiny_sd(cfg: TinySDConfig | None = None) -> SDComponents:
             unet=build_tiny_unet(cfg),
             scheduler=build_tiny_scheduler(cfg),
         )
+
+
+# Stable Diffusion 1.5's architecture in the same terms (its published model configs): 860 M-parameter
+# UNet, 84 M VAE, 123 M CLIP ViT-L/14 text encoder, 512 px images -> 64x64x4 latents. Built with random
+# weights it times like the real model (speed does not depend on weight values) with no download.
+SD15_ARCHITECTURE = TinySDConfig(
+    image_size=512,
+    vae_channels=(128, 256, 512, 512),
+    vae_layers_per_block=2,
+    vae_scaling_factor=0.18215,
+    unet_channels=(320, 640, 1280, 1280),
+    unet_layers_per_block=2,
+    unet_attention_head_dim=8,
+    text_hidden_size=768,
+    text_layers=12,
+    text_heads=12,
+    text_intermediate_size=3072,
+)
