@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import json
 import math
+import pstats
 import sys
 import tempfile
 import time
@@ -62,7 +64,8 @@ def sync(device: torch.device) -> None:
 class StageTimer(Callback):
     """Wall time of the predict loop and of the stages inside it (see the module docstring)."""
 
-    def __init__(self):
+    def __init__(self, count_syncs: bool = False):
+        self.count_syncs = count_syncs
         self.seconds: dict[str, float] = defaultdict(float)
         self.unet_samples = 0
         self.unet_flops_per_sample = None
@@ -125,12 +128,12 @@ class StageTimer(Callback):
             if isinstance(callback, SyntheticImageWriter):
                 self._wrap(callback, "write_on_batch_end", "write")
         sync(self.device)
-        if self.device.type == "cuda":  # count implicit syncs (.item(), .cpu(), ...) inside the loop
+        if self.count_syncs:  # implicit syncs (.item(), .cpu(), blocking copies): slows the loop
             torch.cuda.set_sync_debug_mode("warn")
         self._start = time.perf_counter()
 
     def on_predict_end(self, trainer, pl_module):
-        if self.device.type == "cuda":
+        if self.count_syncs:
             torch.cuda.set_sync_debug_mode(0)
         sync(self.device)
         self.seconds["loop"] = time.perf_counter() - self._start
@@ -213,11 +216,14 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     t0 = time.perf_counter()
     with timed_function(diffii, "invert_latents", setup_seconds, "inversion"):
         cli = expand.cli_main(cli_args, run=False)
-        timer = StageTimer()
+        timer = StageTimer(count_syncs=args.count_syncs and not naive and setup["device"].type == "cuda")
         cli.trainer.callbacks.append(timer)
-        with warnings.catch_warnings(record=True) as caught:
+        profiler = cProfile.Profile() if args.profile and not naive else None
+        with warnings.catch_warnings(record=True) as caught, profiler or contextlib.nullcontext():
             warnings.simplefilter("always")
             cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
+        if profiler is not None:  # where the host time goes (e.g. time outside the GPU stages)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
     total = time.perf_counter() - t0
     s = dict(timer.seconds) | dict(setup_seconds)
     images = len(cli.datamodule.records)
@@ -234,8 +240,7 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
         row["unet_gflops_per_sample"] = timer.unet_flops_per_sample / 1e9
     if timer.peak_bytes is not None:
         row["peak_gib"] = timer.peak_bytes / 2**30
-        # host<->device syncs the loop made besides the timer's own (per batch, not per step: writing
-        # PNGs needs the images on the host once per batch)
+    if timer.count_syncs:  # besides the timer's own; a batch needs some (images to the host, records)
         row["implicit_syncs"] = sum("synchroniz" in str(w.message) for w in caught)
         row["batches"] = math.ceil(images / row["batch_size"])
     return row
@@ -330,6 +335,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shots", type=int, default=5, help="sd15: real images per class")
     parser.add_argument("--image-size", type=int, default=512, help="sd15: real image size")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
+    parser.add_argument("--count-syncs", action="store_true",
+                        help="GPU: count implicit host-device syncs in the loop (slows it)")  # fmt: skip
+    parser.add_argument("--profile", type=int, default=0, help="print the N top functions by own time")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
 

@@ -1,9 +1,19 @@
-"""Writes each predicted batch as PNG files plus manifest lines, atomically."""
+"""Writes each predicted batch as PNG files plus manifest lines, atomically, off the predict loop.
+
+PNG encoding of a 512 px image takes ~0.1 s of CPU; done inline it would leave the GPU idle for seconds
+per batch. Batches are therefore encoded by a thread pool (zlib releases the GIL) while the next batch
+is generated, and committed in order by one thread: images first (atomic renames), then the batch's
+manifest lines. A batch whose lines are not in the manifest is regenerated on the next run, so a crash
+or SIGKILL with batches in flight loses nothing but time.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -23,10 +33,17 @@ def png_bytes(array) -> bytes:
 
 
 class SyntheticImageWriter(BasePredictionWriter):
-    def __init__(self, output_dir: str):
+    """`workers`: PNG-encoding threads (default: up to 8, one per spare core); `max_pending`: batches
+    generated but not yet committed (bounds host memory)."""
+
+    def __init__(self, output_dir: str, workers: int | None = None, max_pending: int = 2):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self.started = time.time()
+        self.workers = workers or max(1, min(8, (os.cpu_count() or 2) - 1))
+        self.max_pending = max_pending
+        self._encoders = self._committer = None
+        self._pending: deque[Future] = deque()
 
     def on_predict_start(self, trainer, pl_module) -> None:
         # A killed run can leave temporary files (never a partial image: those are only renamed
@@ -35,24 +52,55 @@ class SyntheticImageWriter(BasePredictionWriter):
             for tmp in self.output_dir.glob("images/.*.tmp*"):
                 if tmp.stat().st_mtime < self.started:
                     tmp.unlink(missing_ok=True)
+        self._encoders = ThreadPoolExecutor(self.workers, thread_name_prefix="png")
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx
     ):
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        lines = []
+        lines, encoded = [], []
         for image, record in zip(prediction["images"], prediction["records"], strict=True):
             file_name = f"images/{record['sample_id']}.png"
-            atomic_write_bytes(self.output_dir / file_name, png_bytes(image))
+            encoded.append(self._encoders.submit(self._write_image, self.output_dir / file_name, image))
             lines.append(
                 {"file_name": file_name, "label": record["label"], "id": record["sample_id"]}
                 | {k: v for k, v in record.items() if k not in _INTERNAL | {"label"}}
             )
+        self._pending.append(self._committer.submit(self._commit, encoded, lines))
+        while len(self._pending) > self.max_pending or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()  # re-raises a failed write (e.g. a full disk) here
+
+    @staticmethod
+    def _write_image(path: Path, image) -> None:
+        atomic_write_bytes(path, png_bytes(image))
+
+    def _commit(self, encoded: list[Future], lines: list[dict]) -> None:
+        for future in encoded:
+            future.result()  # every image of the batch is complete on disk before its lines
         append_manifest(self.output_dir, lines)
 
+    def _drain(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            for pool in (self._encoders, self._committer):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._encoders = self._committer = None
+
     def on_predict_end(self, trainer, pl_module) -> None:
+        self._drain()
         trainer.strategy.barrier("synthetic-set-written")  # every rank's images are on disk
         if trainer.is_global_zero:
             sheet = contact_sheet(self.output_dir)
             if sheet is not None:
                 sheet.save(self.output_dir / "preview.png")
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # Commit what was generated before the error; a second error is not allowed to hide the first.
+        try:
+            self._drain()
+        except Exception:
+            pass

@@ -142,6 +142,7 @@ class ExpansionDataModule(L.LightningDataModule):
         hp = real.hparams
         key = cache_key(model=module.model_fingerprint(), data=[hp.dataset, hp.root, hp.image_size], ids=ids)
 
+        @torch.no_grad()  # setup runs outside the predict loop's inference mode
         def build():
             images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
             device = module.build_device()

@@ -87,8 +87,8 @@ def test_expand_predict_writes_a_synthetic_set(tiny_sd_dir, tmp_path):
     assert str(out.resolve()) in buffer.getvalue()  # the run names where the set went
     from PIL import Image
 
-    preview = Image.open(out / "preview.png")  # one row per class, 2 images each, scaled x2
-    assert preview.size == (2 * (2 * 34 + 2), 2 * (5 * 34 + 2))
+    preview = Image.open(out / "preview.png")  # one row per class, 2 tiles of 64 px each
+    assert preview.size == (2 * (64 + 2) + 2, 5 * (64 + 2) + 2)
     # A rerun finds everything done and writes nothing new.
     expand.cli_main(args)
     assert len((out / "metadata.jsonl").read_text().splitlines()) == 10

@@ -46,7 +46,10 @@ class DistDiff(ExpansionMethod):
     iterations: int = 1
     variant: str = "residual"  # or "direct" (gradient on the latent)
     guidance: bool = True  # False: the same img2img without guidance (ablation, timing)
-    gradient_checkpointing: bool = False  # recompute UNet/VAE activations in the backward pass
+    # Recompute UNet/VAE activations in the backward pass. None: on for CUDA latents (SD at 512 px and
+    # batch 8 needs more than 80 GB without it), off on CPU (the tiny prior fits; recomputing costs time).
+    gradient_checkpointing: bool | None = None
+    decode_chunk_size: int = 4  # guidance decodes x̂0 this many samples at a time, each chunk checkpointed
 
     uses_sources = True
     uses_real_features = True
@@ -56,6 +59,8 @@ class DistDiff(ExpansionMethod):
             raise ValueError(f"strength must lie in (0, 1], got {self.strength}")
         if self.rollout_steps < 1:
             raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
+        if self.decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
         self.start = sdedit_start_index(self.strength, self.num_inference_steps)
         sampled = self.num_inference_steps - self.start
         self.steps = resolve_guidance_steps(self.guidance_steps, sampled, self.rollout_steps)
@@ -77,7 +82,8 @@ class DistDiff(ExpansionMethod):
         }
 
     def _call(self, fn, *args):
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+        wanted = self.gradient_checkpointing
+        if (args[0].is_cuda if wanted is None else wanted) and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
@@ -95,7 +101,9 @@ class DistDiff(ExpansionMethod):
                 x0, _ = predict_x0_eps(out, z, schedule.alpha(i), schedule.prediction_type)
                 if j + 1 < self.rollout_steps:
                     z = ddim_step(out, z, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
-            images = self._call(lambda x: decode_latents(parts.vae, x), x0).float().clamp(-1, 1)
+            chunks = x0.split(self.decode_chunk_size)
+            images = torch.cat([self._call(lambda x: decode_latents(parts.vae, x), c) for c in chunks])
+            images = images.float().clamp(-1, 1)
             features = extractor(images.to(extractor.mean.device))
             return prototype_energy(features, protos.to(features.device), groups.to(features.device),
                                     self.class_weight, self.group_weight)  # fmt: skip
