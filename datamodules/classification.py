@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 
 from diffexpand.classification.mixing import MIXINGS, replacement, soft_target
 from diffexpand.classification.synthetic import SyntheticSet
+from diffexpand.data.images import checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import select_subset
 from diffexpand.typed_args import typed_kwargs
@@ -130,6 +131,9 @@ class ClassificationDataModule(L.LightningDataModule):
             self._train_data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
             self.indices = select_subset(self._train_data.labels, a["subset"], a["shots"],
                                          a["imbalance_factor"], a["seed"], a["max_count"])  # fmt: skip
+            # every real training image is checked once, before training starts (not kept: "all" subsets)
+            self.indices, _ = checked_subset(self._train_data, self.indices, a["on_bad_image"],
+                                             "data.init_args.real.on_bad_image", keep=False)  # fmt: skip
         return self._train_data
 
     @property

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 from torchvision.transforms import functional as TF
 
+from diffexpand.data.images import BAD_IMAGE_CHOICES, checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import select_subset, step_batch_indices
 
@@ -82,8 +83,13 @@ class LabeledImageDataModule(L.LightningDataModule):
         hflip: bool = True,
         num_workers: int = 0,
         reader_args: dict | None = None,
+        on_bad_image: str = "error",
     ):
+        """`on_bad_image`: a subset image that cannot be read stops the run with a list of every such
+        file ("error"), or is left out with the same list as a warning ("skip")."""
         super().__init__()
+        if on_bad_image not in BAD_IMAGE_CHOICES:
+            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
         self.save_hyperparameters()
         self.train_data: LabeledImages | None = None
 
@@ -108,7 +114,14 @@ class LabeledImageDataModule(L.LightningDataModule):
         return self._read().metaclasses
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = SubsetImages(self._read(), self.indices, self.hparams.image_size)
+        if not hasattr(self, "train_set"):
+            data = self._read()
+            self.indices, decoded = checked_subset(
+                data, self.indices, self.hparams.on_bad_image, "on_bad_image"
+            )
+            self.train_set = SubsetImages(data, self.indices, self.hparams.image_size)
+            for j, image in decoded.items():  # each file decoded once, here
+                self.train_set._cache[j] = image_to_tensor(image, self.hparams.image_size)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

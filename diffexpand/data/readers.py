@@ -19,6 +19,7 @@ from PIL import Image
 from .fashion_mnist import CLASS_NAMES as FASHION_CLASSES
 from .fashion_mnist import METACLASS_OF_CLASS as FASHION_METACLASSES
 from .fashion_mnist import DatasetNotFoundError, load_fashion_mnist
+from .images import load_rgb
 
 SPLITS = ("train", "test")
 
@@ -63,11 +64,6 @@ def read_dataset(name: str, root: str | None, split: str, **kwargs) -> LabeledIm
     return _READERS[name](root, split, **kwargs)
 
 
-def _open_rgb(path: str | Path) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 def _require_root(name: str, root, how: str) -> Path:
     if root is None or not Path(root).expanduser().is_dir():
         raise DatasetNotFoundError(f"{name}: data root {root!r} does not exist. {how}")
@@ -80,7 +76,7 @@ def _from_files(name, files, labels, classes, metaclass, root) -> LabeledImages:
     ids = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
     return LabeledImages(
         name, list(classes), [metaclass] * len(classes), np.asarray(labels, dtype=np.int64), ids,
-        lambda i: _open_rgb(files[i]),
+        lambda i: load_rgb(files[i]),
     )  # fmt: skip
 
 
