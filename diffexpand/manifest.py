@@ -7,8 +7,10 @@ points to a complete image; a torn last line (a crash mid-append) is ignored on 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import threading
 from pathlib import Path
 
 from filelock import FileLock
@@ -44,6 +46,8 @@ def append_manifest(folder: str | Path, records: list[dict]) -> None:
             while view:  # os.write may write less than asked (e.g. a signal): finish the line
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+        except OSError as err:  # a torn last line is ignored on reading and cut by the next append
+            raise _clear_disk_error(err, path, len(data)) from err
         finally:
             os.close(fd)
 
@@ -63,12 +67,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary sibling, fsync, then rename: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)  # never leave a partial file behind
+        raise _clear_disk_error(err, path, len(data)) from err
+
+
+def _clear_disk_error(err: OSError, path: Path, size: int) -> OSError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OSError(err.errno, f"no space left on the device while writing {path} ({size} bytes): "
+                       "free space there, then run the same command again to go on")  # fmt: skip
+    return err
 
 
 SETTINGS_NAME = "run_settings.json"
