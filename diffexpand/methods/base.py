@@ -36,6 +36,14 @@ class ExpansionMethod:
     def generate(self, parts, records: list[dict]) -> torch.Tensor:
         raise NotImplementedError
 
+    # What the Expander does with a sample whose image came out NaN / Inf (an fp16 overflow, a
+    # diverging guidance step): regenerate it in full precision with `generate_fallback`, record this
+    # note in its metadata, and stop with an error if it is still not finite — never write it.
+    fallback_note = "regenerated without autocast"
+
+    def generate_fallback(self, parts, records: list[dict]) -> torch.Tensor:
+        return self.generate(parts, records)
+
 
 def pick_source(ctx: PlanContext, label: int, rng: np.random.Generator) -> str:
     members = ctx.source_ids[label]

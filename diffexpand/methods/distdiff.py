@@ -68,6 +68,15 @@ class DistDiff(ExpansionMethod):
         self.prototype_groups = self.groups
         self.feature_extractor = None
 
+    fallback_note = "regenerated without autocast and without guidance"
+
+    def generate_fallback(self, parts, records: list[dict]) -> torch.Tensor:
+        guided, self.guidance = self.guidance, False
+        try:
+            return self.generate(parts, records)
+        finally:
+            self.guidance = guided
+
     def load_extractor(self):
         if self.feature_extractor is None:
             self.feature_extractor = build_extractor(self.extractor).requires_grad_(False)
