@@ -10,11 +10,19 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from diffexpand.preview import contact_sheet
+from diffexpand.redact import redact
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
     """Writes config.yaml as usual and pushes the resolved config to the W&B run (W&B otherwise only
     sees the LightningModule's hyper-parameters)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from jsonargparse import dict_to_namespace
+
+        # config.yaml and the W&B config are written from a copy with secrets masked
+        self.config = dict_to_namespace(redact(self.config.as_dict()))
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         for logger in trainer.loggers:

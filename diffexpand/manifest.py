@@ -15,6 +15,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .redact import redact
+
 MANIFEST_NAME = "metadata.jsonl"
 
 
@@ -95,7 +97,7 @@ def check_run_settings(folder: str | Path, settings: dict) -> None:
     (images per class, expansion ratio) are not part of it: growing a set is allowed."""
     folder = Path(folder)
     path = folder / SETTINGS_NAME
-    settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+    settings = redact(json.loads(json.dumps(settings, sort_keys=True, default=str)))
     if path.exists():
         before = json.loads(path.read_text())
         if before != settings:
