@@ -7,6 +7,8 @@ another class is added.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -19,10 +21,18 @@ def few_shot_indices(labels, shots: int, seed: int) -> np.ndarray:
     labels = np.asarray(labels)
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
-    chosen = []
+    chosen, short = [], []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
+        if len(members) < shots:
+            short.append(f"class {int(label)} has {len(members)}")
         chosen.append(_class_rng(seed, int(label)).permutation(members)[:shots])
+    if short:
+        warnings.warn(
+            f"few_shot with shots={shots}: {len(short)} class(es) have fewer images and keep all they have "
+            f"({', '.join(short)})",
+            stacklevel=2,
+        )
     return np.sort(np.concatenate(chosen))
 
 

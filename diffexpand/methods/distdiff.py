@@ -59,6 +59,13 @@ class DistDiff(ExpansionMethod):
             raise ValueError(f"strength must lie in (0, 1], got {self.strength}")
         if self.rollout_steps < 1:
             raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
+        if self.groups < 0:
+            raise ValueError(f"groups (K group prototypes per class) must be >= 0 (0: class prototype only), "
+                             f"got {self.groups}")  # fmt: skip
+        from diffexpand.guidance.prototypes import CLUSTERINGS
+
+        if self.clustering not in CLUSTERINGS:
+            raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}")
         if self.decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
         self.start = sdedit_start_index(self.strength, self.num_inference_steps)
