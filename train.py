@@ -6,11 +6,48 @@ classifier) and the LightningDataModule by `class_path` / `init_args`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 
 class TrainCLI(LightningCLI):
+    def before_fit(self) -> None:
+        """Rerunning the same command after a crash or SIGKILL continues from the last checkpoint (a
+        ModelCheckpoint with a fixed dirpath and save_last), loaded with weights_only=True."""
+        fit = self.config_init["fit"]
+        if fit.get("ckpt_path") is None:
+            for callback in self.trainer.checkpoint_callbacks:
+                last = Path(callback.dirpath or "") / "last.ckpt"
+                if callback.dirpath and callback.save_last and last.is_file():
+                    self._check_same_run(last)
+                    fit["ckpt_path"] = str(last)
+                    print(f"Resuming from {last} (pass --ckpt_path to choose another checkpoint)")
+                    break
+        if "weights_only" in fit and fit.get("weights_only") is None:
+            fit["weights_only"] = True  # never unpickle arbitrary objects from a checkpoint
+
+    def _check_same_run(self, checkpoint: Path) -> None:
+        """Refuse to continue a checkpoint that another configuration wrote into the same folder."""
+        import torch
+
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        ours = {"hyper_parameters": dict(self.model.hparams),
+                "datamodule_hyper_parameters": dict(getattr(self.datamodule, "hparams", {}))}  # fmt: skip
+        changed = []
+        for part, mine in ours.items():
+            theirs = saved.get(part, {})
+            changed += [
+                f"{part}.{k}" for k in mine.keys() | theirs.keys() if str(mine.get(k)) != str(theirs.get(k))
+            ]
+        if changed:
+            raise ValueError(
+                f"{checkpoint} was written by a run with other settings ({', '.join(sorted(changed)[:8])} "
+                "differ): rerun with the same settings to continue it, or give this run its own "
+                "checkpoint folder (trainer.callbacks ModelCheckpoint dirpath), or delete the old one"
+            )
+
     def after_fit(self) -> None:
         # Classifiers are judged on the test split after the last epoch: run it as part of `fit`.
         if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning as L
 import numpy as np
 import torch
@@ -46,22 +48,29 @@ class StepBatchSampler(BatchSampler):
 
     Under DDP Lightning re-creates this sampler with a `DistributedSampler` as `sampler`; each rank then
     takes its slice of the step's global batch (batch_size x world size), so ranks never overlap.
+
+    `start_step` may be a function returning the trainer's live global step. Then the sampler is one
+    epoch of `end_step` batches of which Lightning, restored from a mid-run checkpoint, has done
+    `start_step()`: iteration starts there and the epoch ends exactly at end_step. (With a fixed length
+    of end - start the restored loop would end the epoch early and iterate again from the start.)
     """
 
     def __init__(
-        self, sampler, batch_size: int, seed: int, start_step: int, end_step: int, hflip: bool = True
-    ):
+        self, sampler, batch_size: int, seed: int, start_step: int | Callable[[], int], end_step: int,
+        hflip: bool = True,
+    ):  # fmt: skip
         super().__init__(sampler, batch_size, drop_last=True)
         self.num_items = len(getattr(sampler, "dataset", sampler))
         self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
         self.seed, self.start_step, self.end_step, self.hflip = seed, start_step, end_step, hflip
 
     def __len__(self) -> int:
-        return max(0, self.end_step - self.start_step)
+        return self.end_step if callable(self.start_step) else max(0, self.end_step - self.start_step)
 
     def __iter__(self):
         b = self.batch_size
-        for step in range(self.start_step, self.end_step):
+        start = self.start_step() if callable(self.start_step) else self.start_step
+        for step in range(start, self.end_step):
             idx = step_batch_indices(self.num_items, b * self.world, step, self.seed)
             flips = np.random.default_rng([self.seed, step, 1]).random(len(idx)) < 0.5
             mine = slice(self.rank * b, (self.rank + 1) * b)
@@ -130,6 +139,7 @@ class LabeledImageDataModule(L.LightningDataModule):
         if end is None:
             raise ValueError("LabeledImageDataModule trains by steps: set trainer.max_steps")
         sampler = StepBatchSampler(
-            SequentialSampler(self.train_set), hp.batch_size, hp.seed, trainer.global_step, end, hp.hflip
-        )
+            SequentialSampler(self.train_set), hp.batch_size, hp.seed, lambda: trainer.global_step, end,
+            hp.hflip,
+        )  # fmt: skip
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=hp.num_workers)

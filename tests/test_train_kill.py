@@ -1,0 +1,65 @@
+"""SIGKILL during concept training; the same command continues from the last checkpoint and ends with
+the concepts an uninterrupted run learns. A checkpoint of other settings is never continued."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+
+def _command(tiny_sd_dir, root: Path, lr: str = "1e-2") -> list[str]:
+    checkpoint = {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                  "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": 1, "save_last": True,
+                                "save_top_k": 0}}  # fmt: skip
+    return [
+        sys.executable, "train.py", "fit", "--config", "configs/concept.yaml",
+        f"--model.init_args.pretrained={tiny_sd_dir}", f"--model.init_args.output_dir={root / 'concepts'}",
+        "--model.init_args.lora_rank=4", f"--model.init_args.embedding_lr={lr}", "--data.init_args.shots=2",
+        "--data.init_args.batch_size=4", "--trainer.max_steps=12", f"--trainer.default_root_dir={root}",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        f"--trainer.callbacks={json.dumps([checkpoint])}",
+    ]  # fmt: skip
+
+
+def _embeddings(root: Path) -> torch.Tensor:
+    files = sorted((root / "concepts" / "embeddings").glob("*.safetensors"))
+    return torch.stack([next(iter(load_file(f).values())) for f in files])
+
+
+def test_concept_training_survives_sigkill_and_resumes_exactly(tiny_sd_dir, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_command(tiny_sd_dir, straight), cwd=REPO, env=ENV, check=True, capture_output=True)
+
+    proc = subprocess.Popen(_command(tiny_sd_dir, killed), cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    last, deadline = killed / "ckpt" / "last.ckpt", time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.01)
+    time.sleep(0.3)  # a few more steps, likely mid-save of the next checkpoint
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "concepts" / "concepts.json").exists()
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert 1 <= step < 12
+
+    done = subprocess.run(_command(tiny_sd_dir, killed), cwd=REPO, env=ENV, check=True, capture_output=True,
+                          text=True)  # fmt: skip
+    assert "Resuming from" in done.stdout
+    torch.testing.assert_close(_embeddings(killed), _embeddings(straight), rtol=0, atol=1e-5)
+
+    with pytest.raises(subprocess.CalledProcessError) as info:  # other settings, same checkpoint folder
+        subprocess.run(_command(tiny_sd_dir, killed, lr="5e-3"), cwd=REPO, env=ENV, check=True,
+                       capture_output=True, text=True)  # fmt: skip
+    assert "was written by a run with other settings" in info.value.stderr
+    assert "embedding_lr" in info.value.stderr
