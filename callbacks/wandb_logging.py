@@ -18,10 +18,14 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     sees the LightningModule's hyper-parameters)."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from jsonargparse import dict_to_namespace
-
-        # config.yaml and the W&B config are written from a copy with secrets masked
-        self.config = dict_to_namespace(redact(self.config.as_dict()))
+        # config.yaml and the W&B config are written from a copy with secrets masked (leaf by leaf, so
+        # every value keeps its type)
+        config = self.config.clone()
+        for key, value in config.items():
+            masked = redact(value, key.rsplit(".", 1)[-1])
+            if masked != value:
+                config[key] = masked
+        self.config = config
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
