@@ -90,9 +90,12 @@ class SyntheticImageWriter(BasePredictionWriter):
                     pool.shutdown(wait=True)
             self._encoders = self._committer = None
 
-    def on_predict_end(self, trainer, pl_module) -> None:
+    def on_predict_epoch_end(self, trainer, pl_module) -> None:
+        # Before any callback's on_predict_end (set metrics, W&B) reads the set: all of it is on disk.
         self._drain()
-        trainer.strategy.barrier("synthetic-set-written")  # every rank's images are on disk
+        trainer.strategy.barrier("synthetic-set-written")  # every rank's images too
+
+    def on_predict_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             sheet = contact_sheet(self.output_dir)
             if sheet is not None:
