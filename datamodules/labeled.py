@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 from torchvision.transforms import functional as TF
 
-from diffexpand.data.images import BAD_IMAGE_CHOICES, checked_subset
+from diffexpand.data.images import check_bad_image_choice, checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import select_subset, step_batch_indices
 
@@ -25,9 +25,11 @@ def image_to_tensor(image, size: int) -> torch.Tensor:
 class SubsetImages(Dataset):
     """Items are dicts (pixel_values, label, id); an index may come with a flip bit: (index, flip)."""
 
-    def __init__(self, data: LabeledImages, indices: np.ndarray, size: int):
+    def __init__(self, data: LabeledImages, indices: np.ndarray, size: int, decoded: dict | None = None):
+        """`decoded`: {dataset index: PIL image} already read (by the bad-image check)."""
         self.data, self.indices, self.size = data, np.asarray(indices), size
-        self._cache: dict[int, torch.Tensor] = {}  # few-shot sets are small: decode each image once
+        # few-shot sets are small: decode each image once
+        self._cache = {j: image_to_tensor(image, size) for j, image in (decoded or {}).items()}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -97,8 +99,7 @@ class LabeledImageDataModule(L.LightningDataModule):
         """`on_bad_image`: a subset image that cannot be read stops the run with a list of every such
         file ("error"), or is left out with the same list as a warning ("skip")."""
         super().__init__()
-        if on_bad_image not in BAD_IMAGE_CHOICES:
-            raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
+        check_bad_image_choice(on_bad_image)  # before any image is read
         self.save_hyperparameters()
         self.train_data: LabeledImages | None = None
 
@@ -128,9 +129,7 @@ class LabeledImageDataModule(L.LightningDataModule):
             self.indices, decoded = checked_subset(
                 data, self.indices, self.hparams.on_bad_image, "on_bad_image"
             )
-            self.train_set = SubsetImages(data, self.indices, self.hparams.image_size)
-            for j, image in decoded.items():  # each file decoded once, here
-                self.train_set._cache[j] = image_to_tensor(image, self.hparams.image_size)
+            self.train_set = SubsetImages(data, self.indices, self.hparams.image_size, decoded)
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

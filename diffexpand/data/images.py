@@ -23,8 +23,11 @@ class BadImageError(ValueError):
 
     def __init__(self, bad: list[tuple[str, str]], hint: str = ""):
         self.bad = bad
-        lines = "\n".join(f"  {name}: {reason}" for name, reason in bad)
-        super().__init__(f"{len(bad)} image(s) cannot be read:\n{lines}{hint}")
+        super().__init__(f"{len(bad)} image(s) cannot be read:\n{_listing(bad)}{hint}")
+
+
+def _listing(bad: list[tuple[str, str]]) -> str:
+    return "\n".join(f"  {name}: {reason}" for name, reason in bad)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -88,17 +91,20 @@ def decode_all(
 BAD_IMAGE_CHOICES = ("error", "skip")
 
 
+def check_bad_image_choice(on_bad_image: str, setting: str = "on_bad_image") -> None:
+    if on_bad_image not in BAD_IMAGE_CHOICES:
+        raise ValueError(f"{setting} must be one of {BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
+
+
 def checked_subset(data, indices, on_bad_image: str = "error", setting: str = "on_bad_image", keep=True):
     """Decode the subset's images once, before any heavy work. Broken files stop the run with one
     error listing all of them; with on_bad_image='skip' they are left out and listed in a warning.
     Returns (kept indices, {index: RGB image})."""
-    if on_bad_image not in BAD_IMAGE_CHOICES:
-        raise ValueError(f"{setting} must be one of {BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
+    check_bad_image_choice(on_bad_image, setting)
     good, bad = decode_all(data.ids, data.load, indices, keep)
     if bad and on_bad_image == "error":
         raise BadImageError(bad, f"\nFix or remove them, or set {setting}: skip to leave them out.")
     if bad:
-        listed = "\n".join(f"  {name}: {reason}" for name, reason in bad)
-        warnings.warn(f"left out {len(bad)} image(s) that cannot be read:\n{listed}", stacklevel=2)
+        warnings.warn(f"left out {len(bad)} image(s) that cannot be read:\n{_listing(bad)}", stacklevel=2)
     kept = np.asarray([int(i) for i in indices if int(i) in good], dtype=np.int64)
     return kept, good

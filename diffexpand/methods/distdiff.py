@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from diffexpand.features import build_extractor
 from diffexpand.guidance import EnergyGuidance, prototype_energy, resolve_guidance_steps
+from diffexpand.guidance.prototypes import CLUSTERINGS
 from diffexpand.models.vae import decode_latents
 from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
 from diffexpand.sampling.ddim import ddim_step, predict_x0_eps
@@ -62,8 +63,6 @@ class DistDiff(ExpansionMethod):
         if self.groups < 0:
             raise ValueError(f"groups (K group prototypes per class) must be >= 0 (0: class prototype only), "
                              f"got {self.groups}")  # fmt: skip
-        from diffexpand.guidance.prototypes import CLUSTERINGS
-
         if self.clustering not in CLUSTERINGS:
             raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}")
         if self.decode_chunk_size < 1:
