@@ -58,6 +58,9 @@ def run(expand_config: str, classify_config: str | None, args: list[str], root: 
     params = params_of(stage_args)
     expand_key = hashlib.sha256(json.dumps([expand_config, stage_args["expand"]]).encode()).hexdigest()[:12]
     synthetic = Path(root) / f"synthetic-{expand_key}"
+    # each proposal's classifier its own folder, so its checkpoints resume that proposal only
+    run_spec = json.dumps([expand_config, classify_config, stage_args])
+    run_key = hashlib.sha256(run_spec.encode()).hexdigest()[:12]
     Path(root).mkdir(parents=True, exist_ok=True)
     # Joins the agent's run online (WANDB_RUN_ID is set by `wandb agent`); a fresh offline run otherwise.
     config = params | {"expand_config": expand_config, "classify_config": classify_config,
@@ -78,7 +81,8 @@ def run(expand_config: str, classify_config: str | None, args: list[str], root: 
     if classify_config:
         cli = train.cli_main([
             "fit", "--config", classify_config, f"--data.init_args.synthetic=[{synthetic}]",
-            f"--trainer.logger.init_args.save_dir={root}", *stage_args["classify"],
+            f"--trainer.logger.init_args.save_dir={root}",
+            f"--trainer.default_root_dir={Path(root) / f'classifier-{run_key}'}", *stage_args["classify"],
         ])  # fmt: skip
         summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     if wandb.run is not None:  # the classifier's logger closes the run it used

@@ -6,6 +6,7 @@ classifier) and the LightningDataModule by `class_path` / `init_args`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -15,12 +16,19 @@ from lightning.pytorch.cli import LightningCLI
 class TrainCLI(LightningCLI):
     def before_fit(self) -> None:
         """Rerunning the same command after a crash or SIGKILL continues from the last checkpoint (a
-        ModelCheckpoint with a fixed dirpath and save_last), loaded with weights_only=True."""
+        ModelCheckpoint with save_last; without a dirpath it writes to <default_root_dir>/checkpoints),
+        loaded with weights_only=True."""
         fit = self.config_init["fit"]
+        for callback in self.trainer.checkpoint_callbacks:
+            if callback.dirpath is None:
+                # Lightning's default folder holds the logger's run id, new on every launch, so a rerun
+                # would never find it: use one folder per default_root_dir instead.
+                root = Path(self.trainer.default_root_dir).expanduser()
+                callback.dirpath = os.path.realpath(root / "checkpoints")
         if fit.get("ckpt_path") is None:
             for callback in self.trainer.checkpoint_callbacks:
-                last = Path(callback.dirpath or "") / "last.ckpt"
-                if callback.dirpath and callback.save_last and last.is_file():
+                last = Path(callback.dirpath) / "last.ckpt"
+                if callback.save_last and last.is_file():
                     self._check_same_run(last)
                     fit["ckpt_path"] = str(last)
                     print(f"Resuming from {last} (pass --ckpt_path to choose another checkpoint)")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from diffexpand.classification.mixing import MIXINGS, replacement, soft_target
+from diffexpand.classification.mixing import MIXINGS, augmentation_seed, replacement, soft_target
 from diffexpand.classification.synthetic import SyntheticSet
 from diffexpand.data.images import checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
@@ -76,7 +77,10 @@ class TrainSet(Dataset):
                 out = {"pixel_values": image_to_tensor(self.real.image(j), self.size), "label": label,
                        "target": soft_target(label, self.num_classes), "source": -1}  # fmt: skip
         if self.augment is not None:
-            out["pixel_values"] = self.augment(out["pixel_values"])
+            # torchvision draws from the global generator: seed a private copy of it for this item
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(augmentation_seed(self.seed, epoch, index))
+                out["pixel_values"] = self.augment(out["pixel_values"])
         return out
 
 

@@ -156,13 +156,12 @@ class Classifier(L.LightningModule):
         `extractor: {kind: timm, model_name: <backbone>, checkpoint: <export_path>}` (as DistDiff's
         official code guides with a classifier trained on the real data)."""
         if self.hparams.export_path and self.trainer.is_global_zero:
-            from pathlib import Path
+            from safetensors.torch import save
 
-            from safetensors.torch import save_file
+            from diffexpand.manifest import atomic_write_bytes
 
-            path = Path(self.hparams.export_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}, path)
+            weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            atomic_write_bytes(self.hparams.export_path, save(weights))  # never a half-written file
 
     # ---- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):

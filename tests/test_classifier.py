@@ -66,6 +66,22 @@ def test_replacement_respects_p_and_stays_within_the_class(tmp_path):
     assert replacement(1, 0, 0, 0.0, 9) is None and replacement(1, 0, 0, 1.0, 0) is None
 
 
+def test_augmentation_is_a_pure_function_of_seed_epoch_and_index():
+    pixels = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    real = LabeledImages(
+        "toy", ["a"], ["thing"], np.zeros(2, int), ["0", "1"], lambda i: Image.fromarray(pixels)
+    )
+    ds = TrainSet(real, np.arange(2), [], "replace", 0.0, seed=3, size=32, num_classes=1, augment=True)
+    torch.manual_seed(0)
+    first = [ds[(0, e)]["pixel_values"] for e in range(8)]
+    torch.manual_seed(1)  # the global generator does not matter, and is left as it was
+    state = torch.get_rng_state()
+    again = [ds[(0, e)]["pixel_values"] for e in range(8)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert len({tuple(x.flatten()[:64].tolist()) for x in first}) > 1  # fresh crops / flips each epoch
+
+
 def test_epoch_sampler_pairs_indices_with_the_epoch_and_splits_ranks():
     ranks = [EpochSampler(range(10), num_replicas=2, rank=r, shuffle=True, seed=0) for r in range(2)]
     for s in ranks:

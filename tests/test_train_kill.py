@@ -1,5 +1,6 @@
-"""SIGKILL during concept training; the same command continues from the last checkpoint and ends with
-the concepts an uninterrupted run learns. A checkpoint of other settings is never continued."""
+"""SIGKILL during concept training and during classifier training; the same command continues from the
+last checkpoint and ends with what an uninterrupted run learns. A checkpoint of other settings is never
+continued."""
 
 import json
 import os
@@ -63,3 +64,55 @@ def test_concept_training_survives_sigkill_and_resumes_exactly(tiny_sd_dir, tmp_
                        capture_output=True, text=True)  # fmt: skip
     assert "was written by a run with other settings" in info.value.stderr
     assert "embedding_lr" in info.value.stderr
+
+
+def _classifier_command(root: Path, epochs: int = 16) -> list[str]:
+    # configs/classifier.yaml as it is (its ModelCheckpoint has no dirpath: <default_root_dir>/checkpoints)
+    return [
+        sys.executable, "train.py", "fit", "--config", "configs/classifier.yaml",
+        f"--trainer.max_epochs={epochs}", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
+        "--model.init_args.backbone=resnet10t", f"--model.init_args.export_path={root / 'final.safetensors'}",
+        "--data.init_args.synthetic=[]", "--data.init_args.real.shots=3",
+    ]  # fmt: skip
+
+
+def _kill_after_checkpoint(root: Path, min_epoch: int) -> int:
+    """Start the run, SIGKILL it once last.ckpt holds at least `min_epoch` epochs; the epoch it holds."""
+    last = root / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(_classifier_command(root), cwd=REPO, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline, seen = time.time() + 300, last.stat().st_mtime if last.exists() else 0.0
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and last.stat().st_mtime != seen:
+            seen = last.stat().st_mtime
+            time.sleep(0.05)  # let a write that just started finish before reading it
+            if torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1 >= min_epoch:
+                break
+        time.sleep(0.01)
+    time.sleep(0.4)  # into the next epoch or the next checkpoint write
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (root / "final.safetensors").exists(), "killed after training ended"
+    return torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+
+
+def test_classifier_training_survives_two_sigkills_and_ends_as_an_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_classifier_command(straight), cwd=REPO, env=ENV, check=True, capture_output=True)
+
+    first = _kill_after_checkpoint(killed, min_epoch=1)
+    second = _kill_after_checkpoint(killed, min_epoch=first + 3)  # the resumed run, killed again
+    print(f"killed with epochs {first} and {second} saved")
+    assert 0 <= first < second < 15
+    # no partial file: last.ckpt and the newest epoch's checkpoint only
+    assert sorted(p.suffix for p in (killed / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
+
+    done = subprocess.run(_classifier_command(killed), cwd=REPO, env=ENV, check=True, capture_output=True,
+                          text=True)  # fmt: skip
+    assert "Resuming from" in done.stdout
+    expected, resumed = load_file(straight / "final.safetensors"), load_file(killed / "final.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        torch.testing.assert_close(resumed[name], expected[name], rtol=0, atol=1e-6, msg=name)

@@ -24,6 +24,13 @@ def replacement(seed: int, epoch: int, index: int, p: float, candidates: int) ->
     return int(rng.integers(candidates))
 
 
+def augmentation_seed(seed: int, epoch: int, index: int) -> int:
+    """The random-crop / flip seed of item `index` this epoch. Like `replacement`, a pure function of
+    (seed, epoch, index): a run resumed from an epoch-end checkpoint sees the very images an uninterrupted
+    run saw, whatever the number of loader workers."""
+    return int(np.random.default_rng([seed, epoch, index, 1]).integers(2**62))
+
+
 def soft_target(label: int, num_classes: int, soft_label: list[float] | None = None) -> torch.Tensor:
     """The training target: the method's soft label when it made one (normalised), else one-hot."""
     if soft_label is None:
