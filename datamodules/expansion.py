@@ -15,10 +15,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffexpand.cache import cache_key, cached_tensors
+from diffexpand.finite import recompute_non_finite
 from diffexpand.manifest import check_run_settings, read_manifest
 from diffexpand.methods import PlanContext, sample_rng
 from diffexpand.seeding import sample_seed
 from diffexpand.typed_args import typed_kwargs
+
+AUTOCAST_OFF = "autocast off"  # the fallback for a cache row that came out non-finite
 
 
 class RecordDataset(Dataset):
@@ -147,9 +150,17 @@ class ExpansionDataModule(L.LightningDataModule):
             images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
             device = module.build_device()
             with module.precision_context(device):
-                latents = [encode_images(module.parts.vae, chunk.to(device))
+                latents = [encode_images(module.parts.vae, chunk.to(device)).float()
                            for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
-            return {"latents": torch.cat(latents).float()}
+
+            def without_autocast(rows):
+                with torch.autocast(device.type, enabled=False):
+                    return encode_images(module.parts.vae, images[rows.cpu()].to(device)).float()
+
+            latents = recompute_non_finite(
+                torch.cat(latents), without_autocast, ids, "VAE latents", AUTOCAST_OFF
+            )
+            return {"latents": latents}
 
         latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]
         return dict(zip(ids, latents, strict=True))
@@ -174,7 +185,14 @@ class ExpansionDataModule(L.LightningDataModule):
                 with module.precision_context(device):
                     inverted = invert_latents(module.parts, chunk, batch_prompts, *settings)
                 out.append(inverted.float())
-            return {"inversions": torch.cat(out)}
+
+            def without_autocast(rows):
+                chunk = stacked[rows.cpu()].to(device, module.parts.unet.dtype)
+                with torch.autocast(device.type, enabled=False):
+                    return invert_latents(module.parts, chunk, [prompts[i] for i in rows.tolist()], *settings)
+
+            inverted = recompute_non_finite(torch.cat(out), without_autocast, ids, "Inversions", AUTOCAST_OFF)
+            return {"inversions": inverted}
 
         inverted = cached_tensors(self.hparams.cache_dir, "inversions", key, build)["inversions"]
         return dict(zip(ids, inverted, strict=True))
@@ -197,7 +215,13 @@ class ExpansionDataModule(L.LightningDataModule):
             images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
             feats = [normalized(extractor(chunk.to(device)))
                      for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
-            return {"features": torch.cat(feats)}
+
+            def without_autocast(rows):
+                with torch.autocast(device.type, enabled=False):
+                    return normalized(extractor(images[rows.cpu()].to(device)))
+
+            return {"features": recompute_non_finite(torch.cat(feats), without_autocast, ids, "Features",
+                                                     AUTOCAST_OFF)}  # fmt: skip
 
         features = cached_tensors(self.hparams.cache_dir, "features", key, build)["features"]
         return dict(zip(ids, features, strict=True))
@@ -244,11 +268,13 @@ class ExpansionDataModule(L.LightningDataModule):
     # ---- Lightning hooks ------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         module = self.trainer.lightning_module
-        module.load_parts()
         method, concepts = module.method, module.concepts
+        # the dataset (missing root, empty or bad files) and the concept folder's classes are checked
+        # before the diffusion model loads: a wrong setting fails in seconds, not after minutes
+        ctx, counts = self._context(concepts)
+        module.load_parts()
         if getattr(method, "needs_generated_suffixes", False):
             method.suffixes = self._generated_suffixes(module, method)
-        ctx, counts = self._context(concepts)
         records = self.plan(method, ctx, counts)
         output_dir, hp = self.hparams.output_dir, self.hparams
         if output_dir:

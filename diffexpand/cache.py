@@ -2,7 +2,8 @@
 
 The file name is a hash of everything the result depends on, so a change of model, data, concept folder
 or settings gives a new entry and a sweep over anything else reuses it. A file lock makes concurrent
-processes (DDP ranks, parallel sweep runs) build each entry once; writes are atomic.
+processes (DDP ranks, parallel sweep runs) build each entry once; writes are atomic (a full disk leaves
+no partial file and says so), and an entry holding NaN or Inf is never written.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from diffexpand.manifest import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,10 @@ def cached_tensors(
         started = time.perf_counter()
         tensors = {k: v.detach().contiguous().cpu() for k, v in build().items()}
         log.info("cache: built %s in %.1f s", path.name, time.perf_counter() - started)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+        if bad:  # the builders recompute or name bad rows; this is the last line of defence
+            raise FloatingPointError(f"cache {path.name}: {bad} hold NaN or Inf; nothing was cached")
+        atomic_write_bytes(path, save(tensors))
         return tensors
 
 
@@ -72,7 +75,5 @@ def cached_json(cache_dir: str | Path, kind: str, key: str, build: Callable[[], 
         started = time.perf_counter()
         value = build()
         log.info("cache: built %s in %.1f s", path.name, time.perf_counter() - started)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(value, indent=1))
-        os.replace(tmp, path)
+        atomic_write_bytes(path, json.dumps(value, indent=1).encode())
         return value

@@ -9,6 +9,7 @@ from PIL import Image
 
 import expand
 from datamodules.labeled import LabeledImageDataModule
+from diffexpand.concepts.io import ConceptMismatchError
 from diffexpand.data.fashion_mnist import DatasetNotFoundError
 from diffexpand.data.subsets import few_shot_indices
 from diffexpand.methods import create_method
@@ -43,7 +44,7 @@ def test_missing_root_and_empty_class_folder_say_what_is_expected(tmp_path):
     for name in ("full", "empty"):
         (tmp_path / name).mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "full" / "a.png")
-    with pytest.raises(DatasetNotFoundError, match="empty"):
+    with pytest.raises(DatasetNotFoundError, match="no valid file for the classes empty"):
         LabeledImageDataModule(dataset="imagefolder", root=str(tmp_path)).setup("fit")
 
 
@@ -69,3 +70,26 @@ def test_odd_class_names_stay_inside_the_output_folder(tiny_sd_dir, tmp_path):
     for r in records:  # …but never used as paths
         assert (out / r["file_name"]).resolve().parent == (out / "images").resolve()
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file() and out not in p.parents) == []
+
+
+@pytest.mark.parametrize("case", ["missing root", "concepts of other classes"])
+def test_dataset_and_concept_errors_come_before_the_model_loads(case, tiny_concepts, tmp_path, monkeypatch):
+    def model_loaded(*args, **kwargs):
+        raise AssertionError("the diffusion model was loaded before the settings were checked")
+
+    monkeypatch.setattr("lightning_modules.expander.load_sd_components", model_loaded)
+    root = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "a.png")
+    if case == "missing root":
+        root, error, message = tmp_path / "nowhere", DatasetNotFoundError, "the `root` setting"
+    else:
+        error, message = ConceptMismatchError, r"not learned: \['cat', 'dog'\].*model.init_args.concepts"
+    with pytest.raises(error, match=message):
+        expand.cli_main([
+            "predict", "--config", "configs/expand/diffii.yaml",
+            f"--model.init_args.concepts={tiny_concepts}", "--data.init_args.real.dataset=imagefolder",
+            f"--data.init_args.real.root={root}", f"--output_dir={tmp_path / 'out'}",
+            "--trainer.accelerator=cpu",
+        ])  # fmt: skip

@@ -187,3 +187,49 @@ def test_gradient_checkpointing_gives_the_same_images(tiny_sd):
     (plain, e_plain), (ckpt, e_ckpt) = outputs
     assert torch.allclose(plain, ckpt, atol=1e-5)
     assert torch.allclose(torch.tensor(e_plain), torch.tensor(e_ckpt), atol=1e-6)
+
+
+def test_a_non_finite_energy_turns_guidance_off_for_that_sample_and_is_recorded(tiny_sd_dir, tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    from diffexpand.methods.distdiff import DistDiff
+
+    original = DistDiff.energy_fn
+
+    def energy_fn(self, parts, model_fn, schedule, records, index):  # class 3's features come out NaN
+        energy_of = original(self, parts, model_fn, schedule, records, index)
+        poison = torch.tensor([float("nan") if r["label"] == 3 else 1.0 for r in records])
+        return lambda z: energy_of(z) * poison.to(z.device)
+
+    _run(
+        tiny_sd_dir, tmp_path / "off", tmp_path / "cache", "--model.init_args.method_args.guidance=false"
+    )
+    monkeypatch.setattr(DistDiff, "energy_fn", energy_fn)
+    got = _run(tiny_sd_dir, tmp_path / "on", tmp_path / "cache")
+    assert {sid for sid, r in got.items() if r["guidance_fallback"]} == {
+        s for s, r in got.items() if r["label"] == 3
+    }
+    for sid, r in got.items():
+        a = np.asarray(Image.open(tmp_path / "on" / r["file_name"]), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "off" / r["file_name"]), dtype=int)
+        assert (np.abs(a - b).max() <= 1) == (r["label"] == 3), sid  # only class 3 went unguided
+
+
+def test_a_non_finite_image_is_regenerated_without_guidance_and_marked(tiny_sd_dir, tmp_path, monkeypatch):
+    from diffexpand.methods.distdiff import DistDiff
+
+    original, left = DistDiff.generate, [1]
+
+    def generate(self, parts, records):  # the first batch comes out NaN once (as an fp16 overflow would)
+        images = original(self, parts, records)
+        if left[0] > 0:
+            left[0] -= 1
+            images[0] = torch.nan
+        return images
+
+    monkeypatch.setattr(DistDiff, "generate", generate)
+    got = _run(tiny_sd_dir, tmp_path / "out", tmp_path / "cache")
+    marked = [r for r in got.values() if "numerical_fallback" in r]
+    assert len(marked) == 1 and marked[0]["numerical_fallback"] == DistDiff.fallback_note
+    assert marked[0]["guidance_energy"] == [] and len(got) == 10
+    for r in got.values():
+        assert np.asarray(Image.open(tmp_path / "out" / r["file_name"])).std() > 0  # no flat (black) image

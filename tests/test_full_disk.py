@@ -46,3 +46,19 @@ def test_full_disk_stops_cleanly_and_a_rerun_completes(tiny_sd_dir, tmp_path, mo
     records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert len(records) == len({r["id"] for r in records}) == 20
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(r["file_name"][7:] for r in records)
+
+
+def test_a_full_disk_while_caching_leaves_no_entry_and_says_so(tmp_path, monkeypatch):
+    import torch
+
+    from diffexpand.cache import cached_json, cached_tensors
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="no space left on the device while writing .*latents-k.safetensors"):
+        cached_tensors(tmp_path, "latents", "k", lambda: {"x": torch.ones(4)})
+    with pytest.raises(OSError, match="no space left on the device while writing .*suffixes-k.json"):
+        cached_json(tmp_path, "suffixes", "k", lambda: ["a photo"])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == []

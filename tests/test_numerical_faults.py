@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import expand
+from diffexpand.cache import cached_tensors
+from diffexpand.finite import recompute_non_finite
 from diffexpand.methods.txt2img import Txt2Img
 
 ARGS = ["predict", "--config", "configs/expand/txt2img.yaml",
@@ -59,3 +62,72 @@ def test_a_sample_that_stays_nan_stops_the_run_unwritten(tiny_sd_dir, tmp_path, 
     written = [json.loads(line)["id"] for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert POISONED not in written and not (out / "images" / f"{POISONED}.png").exists()
     assert len(written) == 3  # the first batch (class a) was fine and kept
+
+
+DIFFII = [
+    "predict", "--config", "configs/expand/diffii.yaml",
+    "--model.init_args.method_args.num_inference_steps=2",
+    "--model.init_args.method_args.inversion_steps=2", "--data.init_args.real.shots=2",
+    "--data.init_args.images_per_class=1", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
+]  # fmt: skip
+
+
+def _poison_latents(monkeypatch, under_autocast_only: bool):
+    """The VAE encodes the first image of every chunk to Inf (always, or only under autocast)."""
+    import diffexpand.models.vae as vae
+
+    original = vae.encode_images
+
+    def encode_images(model, images, *args, **kwargs):
+        latents = original(model, images, *args, **kwargs)
+        if not under_autocast_only or torch.is_autocast_enabled("cpu"):
+            latents[0] = torch.inf
+        return latents
+
+    monkeypatch.setattr(vae, "encode_images", encode_images)
+
+
+def test_non_finite_cache_rows_are_recomputed_without_autocast(
+    tiny_sd_dir, tiny_concepts, tmp_path, monkeypatch
+):
+    _poison_latents(monkeypatch, under_autocast_only=True)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    with pytest.warns(
+        UserWarning, match=r"VAE latents of .* held NaN or Inf; computed again with autocast off"
+    ):
+        expand.cli_main([*DIFFII, f"--model.init_args.pretrained={tiny_sd_dir}", f"--output_dir={out}",
+                         f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.autocast=bf16",
+                         f"--data.init_args.cache_dir={cache}"])  # fmt: skip
+    assert len((out / "metadata.jsonl").read_text().splitlines()) == 10
+    for name in ("latents", "inversions"):
+        (entry,) = cache.glob(f"{name}-*.safetensors")
+        assert all(v.isfinite().all() for v in load_file(entry).values())
+
+
+def test_cache_rows_that_stay_non_finite_stop_the_run_naming_the_images(tiny_sd_dir, tiny_concepts, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    _poison_latents(monkeypatch, under_autocast_only=False)
+    cache = tmp_path / "cache"
+    with pytest.raises(FloatingPointError, match=r"VAE latents of 1 real image\(s\) .*\['train/\d+'\]"):
+        expand.cli_main([*DIFFII, f"--model.init_args.pretrained={tiny_sd_dir}",
+                         f"--output_dir={tmp_path / 'o'}", f"--model.init_args.concepts={tiny_concepts}",
+                         f"--data.init_args.cache_dir={cache}"])  # fmt: skip
+    assert list(cache.glob("*.safetensors")) == [] and list(cache.glob(".*tmp*")) == []
+    assert not (tmp_path / "o" / "metadata.jsonl").exists()
+
+
+def test_caches_never_hold_nan(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"\['x'\] hold NaN or Inf"):
+        cached_tensors(tmp_path, "latents", "k", lambda: {"x": torch.tensor([1.0, float("nan")])})
+    assert [p.name for p in tmp_path.iterdir()] == ["latents-k.safetensors.lock"]  # nothing cached
+
+
+def test_recompute_names_rows_that_stay_bad():
+    values = torch.tensor([[1.0], [float("nan")], [float("inf")]])
+    with pytest.warns(UserWarning, match=r"\['b', 'c'\]"):
+        fixed = recompute_non_finite(values, lambda rows: torch.zeros(len(rows), 1), "abc", "Features", "x")
+    assert fixed.tolist() == [[1.0], [0.0], [0.0]] and values[1].isnan()  # the input is left as it was
+    with pytest.raises(FloatingPointError, match=r"\['c'\]"):
+        recompute_non_finite(
+            values, lambda rows: torch.tensor([[2.0], [float("inf")]]), "abc", "Features", "x"
+        )

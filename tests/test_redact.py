@@ -52,3 +52,23 @@ def test_no_unsafe_deserialisation_in_the_code():
             if "weights_only=True" not in call:
                 offending.append(f"{path}: {call}")
     assert offending == []
+
+
+def test_saved_config_masks_a_secret_that_reached_a_setting(tmp_path, monkeypatch):
+    """config.yaml (and the W&B config, written from the same masked copy) never holds a key, even when
+    one was pasted into a setting."""
+    import train
+    from callbacks.wandb_logging import LoggerSaveConfigCallback
+
+    secret = "sk-live-0123456789abcdefghij"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    cli = train.cli_main([
+        "--config", "configs/classifier.yaml", "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}", "--data.init_args.synthetic=[]",
+        f"--model.init_args.export_path={tmp_path / secret}.safetensors",
+    ], run=False)  # fmt: skip
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, LoggerSaveConfigCallback)]
+    callback.setup(cli.trainer, cli.model, "fit")
+    text = (tmp_path / "config.yaml").read_text()
+    assert secret not in text and f"{MASK}.safetensors" in text
+    assert "resnet18" in text  # the rest of the config is there

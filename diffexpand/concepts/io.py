@@ -51,7 +51,8 @@ class ConceptSet:
             raise ConceptMismatchError(
                 f"The concept folder {self.folder} was learned for {len(self.class_names)} classes that do "
                 f"not match the dataset's {len(class_names)} ({detail}). Train concepts for this dataset "
-                "(python train.py fit --config configs/concept.yaml …) or point to the right folder."
+                "(python train.py fit --config configs/concept.yaml …) or point model.init_args.concepts to "
+                "the right folder."
             )
 
 

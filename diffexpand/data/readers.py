@@ -66,7 +66,7 @@ def read_dataset(name: str, root: str | None, split: str, **kwargs) -> LabeledIm
 
 def _require_root(name: str, root, how: str) -> Path:
     if root is None or not Path(root).expanduser().is_dir():
-        raise DatasetNotFoundError(f"{name}: data root {root!r} does not exist. {how}")
+        raise DatasetNotFoundError(f"{name}: data root {root!r} (the `root` setting) does not exist. {how}")
     return Path(root).expanduser()
 
 
