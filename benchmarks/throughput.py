@@ -15,7 +15,8 @@ on a GPU; `--compile` adds torch.compile). Per stage:
   outside    the rest of the loop (noise, slerp, text encoder, features outside guidance, Python)
 The same run then times a naive loop over a few of the method's images, the way the official
 implementations run: one image per call (batch 1), float16 weights with no autocast (float32 on CPU,
-where float16 has no fast kernels), no channels-last, no compile, one process. `ratio` is the
+where float16 has no fast kernels), the concept LoRA as adapter layers (diffusers' load_lora_weights, not
+fused), no channels-last, no compile, one process. `ratio` is the
 batched images/s over the naive one. On a GPU, MFU = UNet FLOPs (counted by PyTorch's FlopCounterMode
 on one forward) / UNet time / the GPU's dense bf16 peak; `peak GiB` is the most GPU memory allocated
 in the loop (DistDiff guidance is the largest).
@@ -209,7 +210,8 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     if naive:  # the official implementations' way: fp16 weights (fp32 on CPU), batch 1, nothing else
         dtype = "float16" if setup["device"].type == "cuda" else "float32"
         cli_args += [f"--model.init_args.dtype={dtype}", "--model.init_args.autocast=none",
-                     "--model.init_args.channels_last=false"]  # fmt: skip
+                     "--model.init_args.channels_last=false",
+                     "--model.init_args.fuse_lora=false"]  # fmt: skip
     else:
         cli_args += [f"--model.init_args.compile={str(args.compile).lower()}", *args.model_arg]
     setup_seconds: dict[str, float] = defaultdict(float)

@@ -200,9 +200,7 @@ def test_a_non_finite_energy_turns_guidance_off_for_that_sample_and_is_recorded(
         poison = torch.tensor([float("nan") if r["label"] == 3 else 1.0 for r in records])
         return lambda z: energy_of(z) * poison.to(z.device)
 
-    _run(
-        tiny_sd_dir, tmp_path / "off", tmp_path / "cache", "--model.init_args.method_args.guidance=false"
-    )
+    _run(tiny_sd_dir, tmp_path / "off", tmp_path / "cache", "--model.init_args.method_args.guidance=false")
     monkeypatch.setattr(DistDiff, "energy_fn", energy_fn)
     got = _run(tiny_sd_dir, tmp_path / "on", tmp_path / "cache")
     assert {sid for sid, r in got.items() if r["guidance_fallback"]} == {

@@ -82,3 +82,30 @@ def test_fp16_autocast_decodes_in_float32(tiny_sd):
 def test_bad_speed_settings_name_the_allowed_values(tiny_sd_dir, tmp_path, setting, message):
     with pytest.raises(ValueError, match=message):
         _generate(tiny_sd_dir, tmp_path / "out", f"--model.init_args.{setting}")
+
+
+def test_fused_concept_lora_is_the_same_function_without_adapter_layers():
+    from peft.tuners.lora import LoraLayer
+
+    from diffexpand.paths import REPO_ROOT
+    from lightning_modules.expander import Expander
+
+    concepts = str(REPO_ROOT / "assets/concepts/fashion_mnist-5shot-seed0")  # learned on the committed prior
+    unets, fingerprints = {}, {}
+    for fuse in (False, True):
+        module = Expander(method="diffii", concepts=concepts, fuse_lora=fuse)
+        unets[fuse], fingerprints[fuse] = module.load_parts().unet.eval(), module.model_fingerprint()
+    assert any(isinstance(m, LoraLayer) for m in unets[False].modules())  # the LoRA is there, unfused…
+    assert not any(isinstance(m, LoraLayer) for m in unets[True].modules())  # …and merged away when fused
+    g = torch.Generator().manual_seed(0)
+    x, text, t = (
+        torch.randn(3, 4, 8, 8, generator=g),
+        torch.randn(3, 8, 64, generator=g),
+        torch.tensor([10, 500, 900]),
+    )
+    base = Expander().load_parts().unet.eval()
+    with torch.no_grad():
+        plain, fused, without_lora = (unet(x, t, text).sample for unet in (unets[False], unets[True], base))
+    assert (plain - without_lora).abs().max() > 1e-2  # the LoRA matters…
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-4)  # …and fusing keeps it
+    assert fingerprints[True] != fingerprints[False]  # caches and sets are not shared across the two
