@@ -17,14 +17,23 @@ class TrainCLI(LightningCLI):
     def before_fit(self) -> None:
         """Rerunning the same command after a crash or SIGKILL continues from the last checkpoint (a
         ModelCheckpoint with save_last; without a dirpath it writes to <default_root_dir>/checkpoints),
-        loaded with weights_only=True."""
+        loaded with weights_only=True. Checkpoints are written atomically in their own folder."""
+        from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+        from callbacks.atomic_checkpoint_io import AtomicCheckpointIO
+        from diffexpand.manifest import remove_stale_temporaries
+
         fit = self.config_init["fit"]
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # leave a chosen plugin alone
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for callback in self.trainer.checkpoint_callbacks:
             if callback.dirpath is None:
                 # Lightning's default folder holds the logger's run id, new on every launch, so a rerun
                 # would never find it: use one folder per default_root_dir instead.
                 root = Path(self.trainer.default_root_dir).expanduser()
                 callback.dirpath = os.path.realpath(root / "checkpoints")
+            if self.trainer.is_global_zero:  # no rank has started writing yet
+                remove_stale_temporaries(callback.dirpath)
         if fit.get("ckpt_path") is None:
             for callback in self.trainer.checkpoint_callbacks:
                 last = Path(callback.dirpath) / "last.ckpt"

@@ -19,7 +19,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from diffexpand.manifest import append_manifest, atomic_write_bytes
+from diffexpand.manifest import append_manifest, atomic_write_bytes, remove_stale_temporaries
 from diffexpand.preview import contact_sheet
 
 # Keys of a record that are bookkeeping, not something a user of the synthetic set needs.
@@ -49,9 +49,7 @@ class SyntheticImageWriter(BasePredictionWriter):
         # A killed run can leave temporary files (never a partial image: those are only renamed
         # when complete). Remove the ones older than this run; newer ones belong to live ranks.
         if trainer.is_global_zero:
-            for tmp in self.output_dir.glob("images/.*.tmp*"):
-                if tmp.stat().st_mtime < self.started:
-                    tmp.unlink(missing_ok=True)
+            remove_stale_temporaries(self.output_dir / "images", older_than=self.started)
         self._encoders = ThreadPoolExecutor(self.workers, thread_name_prefix="png")
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
 

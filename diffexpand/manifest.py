@@ -65,11 +65,14 @@ def repair_torn_tail(path: Path) -> None:
         fh.truncate(data.rfind(b"\n") + 1)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+TEMPORARY_MARK = ".tmp"  # in the names of atomic_write_bytes' hidden temporary siblings
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     """Write to a temporary sibling, fsync, then rename: readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+    tmp = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}-{threading.get_ident()}")
     try:
         with tmp.open("wb") as fh:
             fh.write(data)
@@ -79,6 +82,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)  # never leave a partial file behind
         raise _clear_disk_error(err, path, len(data)) from err
+
+
+def remove_stale_temporaries(folder: str | Path, older_than: float | None = None) -> list[Path]:
+    """Delete the temporary siblings that killed writers left in `folder` (never partial files: those
+    are only renamed when complete); the paths removed. `older_than` (a time.time() value) spares the
+    files of writers still alive, e.g. other DDP ranks that started after it."""
+    folder = Path(folder)
+    stale = [p for p in folder.glob(f".*{TEMPORARY_MARK}*") if p.is_file()] if folder.is_dir() else []
+    stale = [p for p in stale if older_than is None or p.stat().st_mtime < older_than]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _clear_disk_error(err: OSError, path: Path, size: int) -> OSError:

@@ -77,41 +77,65 @@ def _classifier_command(root: Path, epochs: int = 16) -> list[str]:
     ]  # fmt: skip
 
 
-def _kill_after_checkpoint(root: Path, min_epoch: int) -> int:
-    """Start the run, SIGKILL it once last.ckpt holds at least `min_epoch` epochs; the epoch it holds."""
-    last = root / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen(_classifier_command(root), cwd=REPO, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline, seen = time.time() + 300, last.stat().st_mtime if last.exists() else 0.0
-    while time.time() < deadline and proc.poll() is None:
-        if last.exists() and last.stat().st_mtime != seen:
-            seen = last.stat().st_mtime
-            time.sleep(0.05)  # let a write that just started finish before reading it
-            if torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1 >= min_epoch:
-                break
-        time.sleep(0.01)
-    time.sleep(0.4)  # into the next epoch or the next checkpoint write
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def _classifier_env(root: Path) -> dict:
+    """The run's own system temp folder: Lightning's stock writer stages checkpoints there (and leaves
+    them behind when killed); ours must not use it."""
+    (root / "system-tmp").mkdir(parents=True, exist_ok=True)
+    return ENV | {"TMPDIR": str(root / "system-tmp")}
+
+
+def _check_checkpoint_folder(folder: Path) -> None:
+    """After any kill: every .ckpt is complete (loads), anything else is a hidden temporary sibling."""
+    for path in folder.iterdir():
+        if path.suffix == ".ckpt":
+            torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            assert path.name.startswith(".") and ".tmp" in path.name, path
+
+
+def _kill_after_checkpoint(root: Path, min_epoch: int, delay: float) -> int:
+    """Start the run, SIGKILL it `delay` s after last.ckpt holds at least `min_epoch` epochs (into the
+    next epoch or the next checkpoint write); the epoch last.ckpt holds then."""
+    env, last, log = _classifier_env(root), root / "checkpoints" / "last.ckpt", root / f"kill-{min_epoch}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(_classifier_command(root), cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        deadline, seen = time.time() + 300, last.stat().st_mtime if last.exists() else 0.0
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and last.stat().st_mtime != seen:
+                seen = last.stat().st_mtime
+                if torch.load(last, map_location="cpu", weights_only=True)["epoch"] + 1 >= min_epoch:
+                    break
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert proc.poll() is None, f"training ended before it could be killed:\n{log.read_text()[-3000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert not (root / "final.safetensors").exists(), "killed after training ended"
+    _check_checkpoint_folder(root / "checkpoints")
     return torch.load(last, map_location="cpu", weights_only=True)["epoch"]
 
 
-def test_classifier_training_survives_two_sigkills_and_ends_as_an_uninterrupted_run(tmp_path):
+def test_classifier_training_survives_sigkills_and_ends_as_an_uninterrupted_run(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_classifier_command(straight), cwd=REPO, env=ENV, check=True, capture_output=True)
+    subprocess.run(_classifier_command(straight), cwd=REPO, env=_classifier_env(straight), check=True,
+                   capture_output=True)  # fmt: skip
 
-    first = _kill_after_checkpoint(killed, min_epoch=1)
-    second = _kill_after_checkpoint(killed, min_epoch=first + 3)  # the resumed run, killed again
-    print(f"killed with epochs {first} and {second} saved")
-    assert 0 <= first < second < 15
-    # no partial file: last.ckpt and the newest epoch's checkpoint only
-    assert sorted(p.suffix for p in (killed / "checkpoints").iterdir()) == [".ckpt", ".ckpt"]
+    # Three kills, each a different time after a checkpoint: mid-epoch, or inside the next one's writes
+    # (the epoch file, the removal of the one before, last.ckpt).
+    epochs = [-1]
+    for delay in (0.4, 0.05, 0.2):
+        epochs.append(_kill_after_checkpoint(killed, min_epoch=epochs[-1] + 3, delay=delay))
+    print(f"killed with epochs {epochs[1:]} saved")
+    assert epochs == sorted(epochs) and epochs[-1] < 15
 
-    done = subprocess.run(_classifier_command(killed), cwd=REPO, env=ENV, check=True, capture_output=True,
-                          text=True)  # fmt: skip
+    done = subprocess.run(_classifier_command(killed), cwd=REPO, env=_classifier_env(killed), check=True,
+                          capture_output=True, text=True)  # fmt: skip
     assert "Resuming from" in done.stdout
+    # Nothing partial or stray: last.ckpt and the final epoch's file, no temporary, none in system temp.
+    names = sorted(p.name for p in (killed / "checkpoints").iterdir())
+    assert names == ["epoch=15-step=16.ckpt", "last.ckpt"], names
+    assert not [p for p in (killed / "system-tmp").iterdir() if p.is_file()]  # (libraries make folders)
     expected, resumed = load_file(straight / "final.safetensors"), load_file(killed / "final.safetensors")
     assert expected.keys() == resumed.keys()
     for name in expected:
