@@ -16,10 +16,11 @@ on a GPU; `--compile` adds torch.compile). Per stage:
 The same run then times a naive loop over a few of the method's images, the way the official
 implementations run: one image per call (batch 1), float16 weights with no autocast (float32 on CPU,
 where float16 has no fast kernels), the concept LoRA as adapter layers (diffusers' load_lora_weights, not
-fused), no channels-last, no compile, one process. `ratio` is the
-batched images/s over the naive one. On a GPU, MFU = UNet FLOPs (counted by PyTorch's FlopCounterMode
-on one forward) / UNet time / the GPU's dense bf16 peak; `peak GiB` is the most GPU memory allocated
-in the loop (DistDiff guidance is the largest).
+fused), no channels-last, no compile, one process. `ratio` is the batched images/s over the naive one;
+`steady` leaves out the first batch (or image), which pays the one-off costs (kernel selection,
+torch.compile's compilation), and the `ratio` after it compares those. On a GPU, MFU = UNet FLOPs
+(counted by PyTorch's FlopCounterMode on one forward) / UNet time / the GPU's dense bf16 peak; `peak GiB`
+is the most GPU memory allocated in the loop (DistDiff guidance is the largest).
 
 `--architecture sd15` builds Stable Diffusion 1.5's architecture (diffexpand.models.tiny.SD15_ARCHITECTURE)
 with random weights (speed does not depend on weight values; nothing is downloaded), a concept folder
@@ -73,6 +74,7 @@ class StageTimer(Callback):
         self.peak_bytes = None
         self._handles, self._open, self._restore = [], {}, []
         self._in_guidance = False
+        self.batch_ends: list[tuple[float, int]] = []  # (time, images) at the end of each batch
 
     def _hook(self, name: str, module: torch.nn.Module):
         def pre(mod, args, kwargs):
@@ -132,6 +134,18 @@ class StageTimer(Callback):
         if self.count_syncs:  # implicit syncs (.item(), .cpu(), blocking copies): slows the loop
             torch.cuda.set_sync_debug_mode("warn")
         self._start = time.perf_counter()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        sync(self.device)
+        self.batch_ends.append((time.perf_counter(), len(batch)))
+
+    def steady_images_per_s(self) -> float | None:
+        """Images/s after the first batch (which pays one-off costs: kernel selection, compilation):
+        the images of batches 2…N over the time from the end of batch 1 to the end of batch N."""
+        if len(self.batch_ends) < 2:
+            return None
+        (first, _), (last, _) = self.batch_ends[0], self.batch_ends[-1]
+        return sum(n for _, n in self.batch_ends[1:]) / (last - first)
 
     def on_predict_end(self, trainer, pl_module):
         if self.count_syncs:
@@ -231,7 +245,8 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     images = len(cli.datamodule.records)
     row = {"method": method, "images": images, "batch_size": 1 if naive else args.batch_size,
            "loop_s": s["loop"], "setup_s": total - s["loop"] - s.get("inversion", 0.0),
-           "images_per_s": images / s["loop"], "stages_s": s}  # fmt: skip
+           "images_per_s": images / s["loop"], "steady_images_per_s": timer.steady_images_per_s(),
+           "stages_s": s}  # fmt: skip
     inside = sum(s.get(k, 0.0) for k in ("denoising", "decode", "encode", "guidance", "write"))
     row["outside_share"] = 1 - inside / s["loop"]
     peak = peak_tflops(setup["device"], args.peak_tflops)
@@ -297,7 +312,8 @@ def prepare_sd15(args, work: Path, device: torch.device) -> dict:
     }  # fmt: skip
 
 
-HEADER = (f"{'method':<14}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'setup s':>8}{'invert s':>9}"
+HEADER = (f"{'method':<14}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'steady':>8}{'naive':>7}"
+          f"{'ratio':>7}{'setup s':>8}{'invert s':>9}"
           f"{'denoise%':>9}{'guide%':>7}{'decode%':>8}{'write%':>7}{'outside%':>9}{'MFU%':>6}"
           f"{'peak GiB':>9}")  # fmt: skip
 
@@ -308,9 +324,12 @@ def format_row(row: dict) -> str:
     def pct(name):
         return 100 * s.get(name, 0.0) / loop
 
-    naive = row.get("naive_images_per_s")
+    def num(key):
+        return row.get(key) or float("nan")
+
     return (f"{row['method']:<14}{row['images']:>7}{row['images_per_s']:>8.2f}"
-            f"{naive if naive else float('nan'):>7.2f}{row.get('ratio', float('nan')):>7.1f}"
+            f"{num('naive_images_per_s'):>7.2f}{num('ratio'):>7.1f}{num('steady_images_per_s'):>8.2f}"
+            f"{num('naive_steady_images_per_s'):>7.2f}{num('steady_ratio'):>7.1f}"
             f"{row['setup_s']:>8.1f}{s.get('inversion', 0.0):>9.1f}{pct('denoising'):>9.1f}"
             f"{pct('guidance'):>7.1f}{pct('decode'):>8.1f}{pct('write'):>7.1f}"
             f"{100 * row['outside_share']:>9.1f}{100 * row.get('mfu', float('nan')):>6.1f}"
@@ -360,6 +379,9 @@ def main(argv=None) -> list[dict]:
                 naive = run_method(method, args, work, setup, naive=True)
                 row["naive_images_per_s"] = naive["images_per_s"]
                 row["ratio"] = row["images_per_s"] / naive["images_per_s"]
+                row["naive_steady_images_per_s"] = naive["steady_images_per_s"]
+                if row["steady_images_per_s"] and naive["steady_images_per_s"]:
+                    row["steady_ratio"] = row["steady_images_per_s"] / naive["steady_images_per_s"]
             print(format_row(row), flush=True)
             rows.append(row)
     if args.json:

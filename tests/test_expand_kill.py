@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,3 +136,8 @@ def test_twenty_random_sigkills_lose_nothing(tiny_sd_dir, tiny_concepts, tmp_pat
         a = np.asarray(Image.open(reference / record["file_name"]), dtype=int)
         b = np.asarray(Image.open(killed / got[sid]["file_name"]), dtype=int)
         assert np.abs(a - b).max() <= 1
+        assert {k: v for k, v in record.items() if k not in {"lambda", "alpha"}} == \
+            {k: v for k, v in got[sid].items() if k not in {"lambda", "alpha"}}  # fmt: skip
+        assert [got[sid].get(k) for k in ("lambda", "alpha")] == pytest.approx(
+            [record.get(k) for k in ("lambda", "alpha")]
+        )
