@@ -14,6 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from diffexpand.manifest import TEMPORARY_MARK
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
 
@@ -90,7 +92,7 @@ def _check_checkpoint_folder(folder: Path) -> None:
         if path.suffix == ".ckpt":
             torch.load(path, map_location="cpu", weights_only=True)
         else:
-            assert path.name.startswith(".") and ".tmp" in path.name, path
+            assert path.name.startswith(".") and TEMPORARY_MARK in path.name, path
 
 
 def _kill_after_checkpoint(root: Path, min_epoch: int, delay: float) -> int:
@@ -126,8 +128,9 @@ def test_classifier_training_survives_sigkills_and_ends_as_an_uninterrupted_run(
     epochs = [-1]
     for delay in (0.4, 0.05, 0.2):
         epochs.append(_kill_after_checkpoint(killed, min_epoch=epochs[-1] + 3, delay=delay))
-    print(f"killed with epochs {epochs[1:]} saved")
-    assert epochs == sorted(epochs) and epochs[-1] < 15
+    saved = epochs[1:]
+    print(f"killed with epochs {saved} saved")
+    assert 0 <= saved[0] < saved[1] < saved[2] < 15, saved  # each resumed run got further
 
     done = subprocess.run(_classifier_command(killed), cwd=REPO, env=_classifier_env(killed), check=True,
                           capture_output=True, text=True)  # fmt: skip
