@@ -6,7 +6,8 @@
 
 Each method runs its `configs/expand/<method>.yaml` through the real CLI path (datamodule, Lightning
 predict loop, writer) with the Expander's default speed settings (bf16 autocast, channels-last and SDPA
-on a GPU; `--compile` adds torch.compile). Per stage:
+on a GPU; bf16 autocast and, for small latents, eager attention on a CPU with bf16 instructions;
+`--compile` adds torch.compile). Per stage:
   setup      model loading and the caches (VAE latents, real features) apart from inversion
   inversion  Diff-II's DDIM inversion pool (built once, in setup)
   denoising  UNet calls in the predict loop (MFU is computed over these)

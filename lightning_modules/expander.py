@@ -17,8 +17,17 @@ from diffexpand.models.vae import to_uint8
 from diffexpand.paths import DEFAULT_PRIOR
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-ATTENTION = ("sdpa", "eager")
+ATTENTION = ("auto", "sdpa", "eager")
+# Latents up to this many positions (16 x 16: 128 px through SD's VAE) count as small for attention="auto".
+SMALL_LATENT_POSITIONS = 256
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (avx512_bf16 or AMX); elsewhere oneDNN emulates it,
+    slower than float32. The checks are PyTorch's private helpers: absent ones count as no."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 class Expander(L.LightningModule):
@@ -28,12 +37,16 @@ class Expander(L.LightningModule):
     Speed settings (each a config value; the defaults are right on CPU and on a CUDA GPU):
       dtype          weights of text encoder and UNet: float32 (default), bfloat16 or float16; the VAE
                      stays float32 under float16 (SD's VAE overflows float16)
-      autocast       auto (bf16 on a CUDA GPU that has it, off on CPU), bf16, fp16 or none; under fp16
-                     the VAE runs outside autocast, in float32
+      autocast       auto (bf16 on a CUDA GPU that has it and on a CPU with bf16 instructions, avx512_bf16
+                     or AMX; off elsewhere), bf16, fp16 or none. The VAE always runs outside autocast, in
+                     its own dtype: its output is the image, and bf16 VAE kernels round differently at
+                     different batch sizes (the UNet's do not, so images stay within one level)
       channels_last  None = on CUDA only (faster convolutions with tensor cores), True, False
       compile        torch.compile the UNet's forward (minutes of compilation; pays off on large sets)
-      attention      sdpa (PyTorch scaled_dot_product_attention: flash / memory-efficient kernels) or
-                     eager (diffusers' reference attention, for comparison)
+      attention      sdpa (PyTorch scaled_dot_product_attention: flash / memory-efficient kernels),
+                     eager (diffusers' reference attention), or auto: sdpa, except on a CPU under bf16
+                     with small latents (<= 256 positions), where PyTorch's CPU flash kernel is slower
+                     than eager (tiny prior UNet at batch 64: 40% of its time in flash attention)
       fuse_lora      merge the concept folder's LoRA into the UNet weights and drop the adapter layers
                      (the same function; no extra matmuls per call: ~10% faster at batch 32 on CPU)
     """
@@ -48,7 +61,7 @@ class Expander(L.LightningModule):
         autocast: str = "auto",
         channels_last: bool | None = None,
         compile: bool = False,
-        attention: str = "sdpa",
+        attention: str = "auto",
         fuse_lora: bool = True,
     ):
         super().__init__()
@@ -114,9 +127,19 @@ class Expander(L.LightningModule):
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         choice = self.hparams.autocast
         if choice == "auto":
-            cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-            return torch.bfloat16 if cuda_bf16 else None
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+            return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
         return AUTOCAST.get(choice)
+
+    def attention_kind(self, device: torch.device) -> str:
+        """The attention the UNet uses on `device` (see `attention` in the class docstring)."""
+        if self.hparams.attention != "auto":
+            return self.hparams.attention
+        unet = self.parts.unet
+        positions = unet.config.sample_size**2
+        cpu_bf16 = device.type == "cpu" and self.autocast_dtype(device) == torch.bfloat16
+        return "eager" if cpu_bf16 and positions <= SMALL_LATENT_POSITIONS else "sdpa"
 
     def precision_context(self, device: torch.device):
         """Autocast for generation and cache building (a no-op when autocast is off)."""
@@ -130,9 +153,10 @@ class Expander(L.LightningModule):
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
         hp, unet, vae = self.hparams, self.parts.unet, self.parts.vae
-        processor = AttnProcessor2_0 if hp.attention == "sdpa" else AttnProcessor
+        processor = AttnProcessor2_0 if self.attention_kind(device) == "sdpa" else AttnProcessor
         unet.set_attn_processor(processor())
-        vae.set_attn_processor(processor())
+        # the VAE runs in float32, where the flash kernel is the fastest (or the explicit choice)
+        vae.set_attn_processor((AttnProcessor if hp.attention == "eager" else AttnProcessor2_0)())
         if hp.channels_last if hp.channels_last is not None else device.type == "cuda":
             unet.to(memory_format=torch.channels_last)
             vae.to(memory_format=torch.channels_last)

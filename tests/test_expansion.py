@@ -39,14 +39,16 @@ def test_methods_run_through_the_cli(tiny_sd_dir, tiny_concepts, tmp_path, metho
         assert all(abs(sum(r["soft_label"]) - 1) < 1e-6 for r in records)
 
 
-def test_batch_size_does_not_change_files_or_records(tiny_sd_dir, tiny_concepts, tmp_path):
+@pytest.mark.parametrize("autocast", ["none", "bf16"])
+def test_batch_size_does_not_change_files_or_records(tiny_sd_dir, tiny_concepts, tmp_path, autocast):
     import numpy as np
     from PIL import Image
 
     outs = {}
     for bs in (1, 8):
         outs[bs] = _run(tiny_sd_dir, tmp_path / f"bs{bs}", "diffii", f"--data.init_args.batch_size={bs}",
-                        concepts=tiny_concepts, cache=tmp_path / "cache")  # fmt: skip
+                        f"--model.init_args.autocast={autocast}", concepts=tiny_concepts,
+                        cache=tmp_path / "cache")  # fmt: skip
     by_id = {bs: {r["id"]: r for r in recs} for bs, recs in outs.items()}
     assert by_id[1].keys() == by_id[8].keys()
     differing = 0
@@ -59,7 +61,7 @@ def test_batch_size_does_not_change_files_or_records(tiny_sd_dir, tiny_concepts,
         b = np.asarray(Image.open(tmp_path / "bs8" / other["file_name"]), dtype=int)
         assert np.abs(a - b).max() <= 1
         differing += int((a != b).sum())
-    print(f"pixels differing between batch sizes 1 and 8: {differing}")
+    print(f"{autocast}: pixels differing between batch sizes 1 and 8: {differing}")
 
 
 def test_caches_are_reused_across_runs(tiny_sd_dir, tiny_concepts, tmp_path, monkeypatch):

@@ -22,8 +22,8 @@ ARGS = ["predict", "--config", "configs/expand/txt2img.yaml",
 POISONED = "c0001_00001"
 
 
-def _run(tiny_sd_dir, out):
-    expand.cli_main([*ARGS, f"--model.init_args.pretrained={tiny_sd_dir}", f"--output_dir={out}"])
+def _run(tiny_sd_dir, out, *extra):
+    expand.cli_main([*ARGS, f"--model.init_args.pretrained={tiny_sd_dir}", f"--output_dir={out}", *extra])
     return {r["id"]: r for r in map(json.loads, (out / "metadata.jsonl").read_text().splitlines())}
 
 
@@ -42,14 +42,18 @@ def _poison(monkeypatch, times: int):
     monkeypatch.setattr(Txt2Img, "generate", generate)
 
 
-def test_a_nan_sample_is_regenerated_and_marked(tiny_sd_dir, tmp_path, monkeypatch):
-    clean = _run(tiny_sd_dir, tmp_path / "clean")
+@pytest.mark.parametrize("autocast", ["none", "bf16"])
+def test_a_nan_sample_is_regenerated_and_marked(tiny_sd_dir, tmp_path, monkeypatch, autocast):
+    clean = _run(tiny_sd_dir, tmp_path / "clean", f"--model.init_args.autocast={autocast}")
+    # the fallback's arithmetic: the same seed in float32 without autocast
+    full_precision = _run(tiny_sd_dir, tmp_path / "float32", "--model.init_args.autocast=none")
     _poison(monkeypatch, times=1)
-    got = _run(tiny_sd_dir, tmp_path / "faulty")
+    got = _run(tiny_sd_dir, tmp_path / "faulty", f"--model.init_args.autocast={autocast}")
     assert got[POISONED]["numerical_fallback"] == "regenerated without autocast"
     assert all("numerical_fallback" not in r for sid, r in got.items() if sid != POISONED)
-    for sid in clean:  # the regenerated sample is the same image (same seed, same arithmetic here)
-        a = np.asarray(Image.open(tmp_path / "clean" / clean[sid]["file_name"]), dtype=int)
+    for sid in clean:  # every sample is its seed's image; the regenerated one in float32
+        folder, expected = ("float32", full_precision) if sid == POISONED else ("clean", clean)
+        a = np.asarray(Image.open(tmp_path / folder / expected[sid]["file_name"]), dtype=int)
         b = np.asarray(Image.open(tmp_path / "faulty" / got[sid]["file_name"]), dtype=int)
         assert np.abs(a - b).max() <= 1
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import expand
-from diffexpand.models.vae import decode_latents
+from diffexpand.models.vae import decode_latents, encode_images
 
 
 def _generate(tiny_sd_dir, out, *extra) -> dict[str, np.ndarray]:
@@ -42,7 +42,8 @@ def _max_diff(a: dict, b: dict) -> int:
     ],
 )
 def test_speed_settings_keep_the_images(tiny_sd_dir, tmp_path, reference, setting, tolerance):
-    got = _generate(tiny_sd_dir, tmp_path / "out", setting)
+    exact = [] if "autocast" in setting else ["--model.init_args.autocast=none"]  # auto: bf16 on some CPUs
+    got = _generate(tiny_sd_dir, tmp_path / "out", setting, *exact)
     assert _max_diff(reference, got) <= tolerance
 
 
@@ -61,18 +62,49 @@ def test_compile_wraps_the_unet_forward_once(tiny_sd_dir, tmp_path, reference, m
         return fn
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    got = _generate(tiny_sd_dir, tmp_path / "out", "--model.init_args.compile=true")
+    got = _generate(
+        tiny_sd_dir, tmp_path / "out", "--model.init_args.compile=true", "--model.init_args.autocast=none"
+    )
     assert len(compiled) == 1 and compiled[0].__func__.__name__ == "forward"
     assert _max_diff(reference, got) == 0
 
 
-def test_fp16_autocast_decodes_in_float32(tiny_sd):
-    latents = torch.randn(2, 4, 8, 8)
-    with torch.autocast("cpu", dtype=torch.float16):
-        images = decode_latents(tiny_sd.vae, latents)
-    assert images.dtype == torch.float32 and images.isfinite().all()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert decode_latents(tiny_sd.vae, latents).dtype == torch.bfloat16  # bf16 stays on
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_vae_runs_outside_autocast_in_float32(tiny_sd, dtype):
+    # fp16: SD's VAE overflows; bf16: its kernels round differently at different batch sizes
+    latents, images = torch.randn(8, 4, 8, 8), torch.rand(8, 3, 32, 32) * 2 - 1
+    with torch.autocast("cpu", dtype=dtype):
+        decoded, encoded = decode_latents(tiny_sd.vae, latents), encode_images(tiny_sd.vae, images)
+        one_by_one = torch.cat([decode_latents(tiny_sd.vae, z[None]) for z in latents])
+    assert decoded.dtype == encoded.dtype == torch.float32 and decoded.isfinite().all()
+    torch.testing.assert_close(one_by_one, decoded, rtol=0, atol=1e-5)  # bf16 VAE: up to 0.03 apart
+
+
+@pytest.mark.parametrize(
+    "device, cuda_bf16, native_cpu_bf16, latent_size, autocast, attention",
+    [
+        ("cpu", False, True, 8, torch.bfloat16, "eager"),  # the tiny prior on a bf16 CPU
+        ("cpu", False, True, 64, torch.bfloat16, "sdpa"),  # SD's 64 x 64 latents: flash wins
+        ("cpu", False, False, 8, None, "sdpa"),  # emulated bf16 is slower than float32
+        ("cuda", True, False, 8, torch.bfloat16, "sdpa"),
+        ("cuda", False, True, 8, None, "sdpa"),  # a GPU without bf16
+    ],
+)
+def test_auto_settings_follow_the_hardware(
+    monkeypatch, device, cuda_bf16, native_cpu_bf16, latent_size, autocast, attention
+):
+    from types import SimpleNamespace
+
+    import lightning_modules.expander as expander
+
+    monkeypatch.setattr(expander, "cpu_has_native_bf16", lambda: native_cpu_bf16)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    module = expander.Expander()
+    module.parts = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=latent_size)))
+    assert module.autocast_dtype(torch.device(device)) == autocast
+    assert module.attention_kind(torch.device(device)) == attention
+    module.hparams.attention = "sdpa"  # an explicit choice is kept
+    assert module.attention_kind(torch.device(device)) == "sdpa"
 
 
 @pytest.mark.parametrize(

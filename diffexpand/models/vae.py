@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 
-def _fp16_safe(vae):
-    """SD's VAE overflows in float16: under float16 autocast it runs outside autocast, in its own dtype
-    (float32 unless the caller chose otherwise). bfloat16 has float32's range and stays on."""
-    device_type = vae.device.type
-    if torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16:
-        return torch.autocast(device_type, enabled=False)
-    return contextlib.nullcontext()
+def _outside_autocast(vae):
+    """The VAE runs outside autocast, in its own dtype (float32 unless the caller chose otherwise).
+    Under float16 SD's VAE overflows; under bfloat16 its kernels round differently at different batch
+    sizes (measured on CPU: up to 0.03 of the [-1, 1] range, ~4 intensity levels, between a batch of 1 and
+    of 8), and its output is the image itself. It is a small share of the work (the UNet runs every
+    step, the VAE once per image, a few times under DistDiff's guidance), so float32 costs little and keeps
+    images equal across batch sizes."""
+    return torch.autocast(vae.device.type, enabled=False)
 
 
 def encode_images(vae, images: torch.Tensor, sample: bool = False, generator=None) -> torch.Tensor:
     """Scaled latents of images in [-1, 1] (the posterior mean unless `sample`)."""
-    with _fp16_safe(vae):
+    with _outside_autocast(vae):
         posterior = vae.encode(images.to(vae.dtype)).latent_dist
     latents = posterior.sample(generator) if sample else posterior.mean
     return latents * vae.config.scaling_factor
@@ -26,7 +25,7 @@ def encode_images(vae, images: torch.Tensor, sample: bool = False, generator=Non
 
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     """Images in [-1, 1] from scaled latents (not clamped: the caller decides)."""
-    with _fp16_safe(vae):
+    with _outside_autocast(vae):
         return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
 
 
