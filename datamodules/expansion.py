@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from diffexpand.cache import cache_key, cached_tensors
-from diffexpand.finite import recompute_non_finite
+from diffexpand.finite import recompute_non_finite, refuse_non_finite
 from diffexpand.manifest import check_run_settings, read_manifest
 from diffexpand.methods import PlanContext, sample_rng
 from diffexpand.seeding import sample_seed
@@ -149,17 +149,11 @@ class ExpansionDataModule(L.LightningDataModule):
         def build():
             images = torch.stack([real.train_set[i]["pixel_values"] for i in range(len(ids))])
             device = module.build_device()
-            with module.precision_context(device):
-                latents = [encode_images(module.parts.vae, chunk.to(device)).float()
-                           for chunk in images.split(self.hparams.cache_batch_size)]  # fmt: skip
-
-            def without_autocast(rows):
-                with torch.autocast(device.type, enabled=False):
-                    return encode_images(module.parts.vae, images[rows.cpu()].to(device)).float()
-
-            latents = recompute_non_finite(
-                torch.cat(latents), without_autocast, ids, "VAE latents", AUTOCAST_OFF
-            )
+            # the VAE runs in float32 outside autocast (diffexpand.models.vae): no lower-precision path
+            # to fall back from, so a NaN / Inf latent is the image's own fault and is named
+            latents = torch.cat([encode_images(module.parts.vae, chunk.to(device)).float()
+                                 for chunk in images.split(self.hparams.cache_batch_size)])  # fmt: skip
+            refuse_non_finite(latents, ids, "VAE latents")
             return {"latents": latents}
 
         latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]

@@ -15,6 +15,17 @@ def non_finite_rows(values: torch.Tensor) -> torch.Tensor:
     return (~values.flatten(1).isfinite().all(1)).nonzero().flatten()
 
 
+def refuse_non_finite(values: torch.Tensor, ids: Sequence[str], what: str, after: str = "") -> None:
+    """Stop with an error naming the images whose rows hold a NaN or Inf (nothing is cached then)."""
+    bad = [ids[i] for i in non_finite_rows(values).tolist()]
+    if bad:
+        raise FloatingPointError(
+            f"{what} of {len(bad)} real image(s) hold NaN or Inf{after}: {bad[:10]}. "
+            "Check these images (or leave them out of the dataset folder), or load the model with "
+            "model.init_args.dtype=float32; nothing was cached."
+        )
+
+
 def recompute_non_finite(values: torch.Tensor, recompute: Callable[[torch.Tensor], torch.Tensor],
                          ids: Sequence[str], what: str, fallback: str) -> torch.Tensor:  # fmt: skip
     """Rows of `values` with a NaN or Inf are computed again by `recompute(indices)` (the documented
@@ -26,13 +37,7 @@ def recompute_non_finite(values: torch.Tensor, recompute: Callable[[torch.Tensor
     names = [ids[i] for i in bad.tolist()]
     values = values.clone()
     values[bad] = recompute(bad).to(values.dtype)
-    still = [ids[i] for i in bad[non_finite_rows(values[bad])].tolist()]
-    if still:
-        raise FloatingPointError(
-            f"{what} of {len(still)} real image(s) hold NaN or Inf even with {fallback}: {still[:10]}. "
-            "Check these images (or leave them out of the dataset folder), or load the model with "
-            "model.init_args.dtype=float32; nothing was cached."
-        )
+    refuse_non_finite(values[bad], [ids[i] for i in bad.tolist()], what, f" even with {fallback}")
     warnings.warn(f"{what} of {names[:10]} ({len(names)} image(s)) held NaN or Inf; computed again with "
                   f"{fallback}", stacklevel=2)  # fmt: skip
     return values

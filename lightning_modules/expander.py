@@ -36,7 +36,7 @@ class Expander(L.LightningModule):
 
     Speed settings (each a config value; the defaults are right on CPU and on a CUDA GPU):
       dtype          weights of text encoder and UNet: float32 (default), bfloat16 or float16; the VAE
-                     stays float32 under float16 (SD's VAE overflows float16)
+                     stays float32 (SD's VAE overflows float16; bf16 VAE output depends on batch size)
       autocast       auto (bf16 on a CUDA GPU that has it and on a CPU with bf16 instructions, avx512_bf16
                      or AMX; off elsewhere), bf16, fp16 or none. The VAE always runs outside autocast, in
                      its own dtype: its output is the image, and bf16 VAE kernels round differently at
@@ -91,7 +91,7 @@ class Expander(L.LightningModule):
         """Load the model once (the datamodule needs it to build caches before `setup` runs)."""
         if self.parts is None:
             parts = load_sd_components(self.hparams.pretrained, dtype=getattr(torch, self.hparams.dtype))
-            if parts.vae.dtype == torch.float16:
+            if parts.vae.dtype != torch.float32:  # see diffexpand.models.vae: images stay batch-invariant
                 parts.vae.to(torch.float32)
             if self.concepts is not None:
                 apply_concepts(
@@ -136,10 +136,13 @@ class Expander(L.LightningModule):
         """The attention the UNet uses on `device` (see `attention` in the class docstring)."""
         if self.hparams.attention != "auto":
             return self.hparams.attention
-        unet = self.parts.unet
-        positions = unet.config.sample_size**2
+        positions = self.load_parts().unet.config.sample_size ** 2
         cpu_bf16 = device.type == "cpu" and self.autocast_dtype(device) == torch.bfloat16
         return "eager" if cpu_bf16 and positions <= SMALL_LATENT_POSITIONS else "sdpa"
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        choice = self.hparams.channels_last
+        return choice if choice is not None else device.type == "cuda"
 
     def precision_context(self, device: torch.device):
         """Autocast for generation and cache building (a no-op when autocast is off)."""
@@ -157,7 +160,7 @@ class Expander(L.LightningModule):
         unet.set_attn_processor(processor())
         # the VAE runs in float32, where the flash kernel is the fastest (or the explicit choice)
         vae.set_attn_processor((AttnProcessor if hp.attention == "eager" else AttnProcessor2_0)())
-        if hp.channels_last if hp.channels_last is not None else device.type == "cuda":
+        if self.uses_channels_last(device):
             unet.to(memory_format=torch.channels_last)
             vae.to(memory_format=torch.channels_last)
         if device.type == "cuda":  # TF32 for what stays float32 (VAE under fp16, guidance features)
@@ -175,11 +178,16 @@ class Expander(L.LightningModule):
         source = Path(self.hparams.pretrained)
         model = folder_fingerprint(source) if source.is_dir() else self.hparams.pretrained
         concepts = folder_fingerprint(self.concepts.folder) if self.concepts else None
+        device = self.target_device()
         return {
             "model": model,
             "dtype": self.hparams.dtype,
-            # images depend on the arithmetic: a bf16 set is not resumed in float32, nor cached alike
-            "autocast": str(self.autocast_dtype(self.target_device())),
+            # images depend on the arithmetic: a bf16 set is not resumed in float32, nor cached alike;
+            # under bf16 the attention kernel and the memory layout move images by many levels too
+            "autocast": str(self.autocast_dtype(device)),
+            "attention": self.attention_kind(device),
+            "channels_last": self.uses_channels_last(device),
+            "vae": "float32, outside autocast",  # since 2026-11-25 (before: under autocast, bf16)
             "concepts": concepts,
             "lora": "fused" if self.lora_fused else self.method.concept_lora,
         }

@@ -159,6 +159,21 @@ def test_guidance_changes_the_output_under_a_real_trainer(tiny_sd_dir, tmp_path)
     assert list((tmp_path / "cache").glob("prototypes-*.safetensors"))
 
 
+@pytest.mark.parametrize("autocast", ["none", "bf16"])
+def test_guided_images_do_not_depend_on_the_batch_size(tiny_sd_dir, tmp_path, autocast):
+    # guidance steps are per sample: a batch's other samples must not move one sample's image
+    runs = {bs: _run(tiny_sd_dir, tmp_path / f"bs{bs}", tmp_path / "cache",
+                     f"--data.init_args.batch_size={bs}", f"--model.init_args.autocast={autocast}")
+            for bs in (1, 5)}  # fmt: skip
+    assert runs[1].keys() == runs[5].keys() and len(runs[1]) == 10
+    for sid, r in runs[1].items():
+        other = runs[5][sid]
+        assert r["guidance_energy"] == pytest.approx(other["guidance_energy"], rel=1e-3, abs=1e-4)
+        a = np.asarray(Image.open(tmp_path / "bs1" / r["file_name"]), dtype=int)
+        b = np.asarray(Image.open(tmp_path / "bs5" / other["file_name"]), dtype=int)
+        assert np.abs(a - b).max() <= 1
+
+
 def test_inference_mode_is_refused_with_a_clear_message(tiny_sd_dir, tmp_path):
     with pytest.raises(RuntimeError, match="inference_mode: false"):
         _run(tiny_sd_dir, tmp_path / "out", tmp_path / "cache", "--trainer.inference_mode=true")

@@ -76,28 +76,42 @@ DIFFII = [
 ]  # fmt: skip
 
 
-def _poison_latents(monkeypatch, under_autocast_only: bool):
-    """The VAE encodes the first image of every chunk to Inf (always, or only under autocast)."""
+def _poison_latents(monkeypatch):
+    """The VAE encodes the first image of every chunk to Inf."""
     import diffexpand.models.vae as vae
 
     original = vae.encode_images
 
     def encode_images(model, images, *args, **kwargs):
         latents = original(model, images, *args, **kwargs)
-        if not under_autocast_only or torch.is_autocast_enabled("cpu"):
-            latents[0] = torch.inf
+        latents[0] = torch.inf
         return latents
 
     monkeypatch.setattr(vae, "encode_images", encode_images)
 
 
+def _poison_inversions_under_autocast(monkeypatch):
+    """Inversion under autocast gives Inf for the first latent of every chunk (a bf16 / fp16 overflow)."""
+    import diffexpand.methods.diffii as diffii
+
+    original = diffii.invert_latents
+
+    def invert_latents(*args, **kwargs):
+        inverted = original(*args, **kwargs)
+        if torch.is_autocast_enabled("cpu"):
+            inverted[0] = torch.inf
+        return inverted
+
+    monkeypatch.setattr(diffii, "invert_latents", invert_latents)
+
+
 def test_non_finite_cache_rows_are_recomputed_without_autocast(
     tiny_sd_dir, tiny_concepts, tmp_path, monkeypatch
 ):
-    _poison_latents(monkeypatch, under_autocast_only=True)
+    _poison_inversions_under_autocast(monkeypatch)
     out, cache = tmp_path / "out", tmp_path / "cache"
     with pytest.warns(
-        UserWarning, match=r"VAE latents of .* held NaN or Inf; computed again with autocast off"
+        UserWarning, match=r"Inversions of .* held NaN or Inf; computed again with autocast off"
     ):
         expand.cli_main([*DIFFII, f"--model.init_args.pretrained={tiny_sd_dir}", f"--output_dir={out}",
                          f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.autocast=bf16",
@@ -110,7 +124,7 @@ def test_non_finite_cache_rows_are_recomputed_without_autocast(
 
 def test_cache_rows_that_stay_non_finite_stop_the_run_naming_the_images(tiny_sd_dir, tiny_concepts, tmp_path,
                                                                        monkeypatch):  # fmt: skip
-    _poison_latents(monkeypatch, under_autocast_only=False)
+    _poison_latents(monkeypatch)
     cache = tmp_path / "cache"
     with pytest.raises(FloatingPointError, match=r"VAE latents of 1 real image\(s\) .*\['train/\d+'\]"):
         expand.cli_main([*DIFFII, f"--model.init_args.pretrained={tiny_sd_dir}",

@@ -72,12 +72,13 @@ def test_compile_wraps_the_unet_forward_once(tiny_sd_dir, tmp_path, reference, m
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_the_vae_runs_outside_autocast_in_float32(tiny_sd, dtype):
     # fp16: SD's VAE overflows; bf16: its kernels round differently at different batch sizes
-    latents, images = torch.randn(8, 4, 8, 8), torch.rand(8, 3, 32, 32) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    latents, images = torch.randn(8, 4, 8, 8, generator=g), torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
     with torch.autocast("cpu", dtype=dtype):
         decoded, encoded = decode_latents(tiny_sd.vae, latents), encode_images(tiny_sd.vae, images)
         one_by_one = torch.cat([decode_latents(tiny_sd.vae, z[None]) for z in latents])
     assert decoded.dtype == encoded.dtype == torch.float32 and decoded.isfinite().all()
-    torch.testing.assert_close(one_by_one, decoded, rtol=0, atol=1e-5)  # bf16 VAE: up to 0.03 apart
+    torch.testing.assert_close(one_by_one, decoded, rtol=0, atol=1e-4)  # bf16 VAE: up to 0.03 apart
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ Guidance needs gradients: run predict with `trainer.inference_mode: false` (the 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,11 @@ class DistDiff(ExpansionMethod):
     # batch 8 needs more than 80 GB without it), off on CPU (the tiny prior fits; recomputing costs time).
     gradient_checkpointing: bool | None = None
     decode_chunk_size: int = 4  # guidance decodes x̂0 this many samples at a time, each chunk checkpointed
+    # Guidance (rollouts, decode, features, backward) under the run's autocast too. Off: in float32 when
+    # the UNet's weights are float32. Under bf16 its gradient turns the VAE's 1e-6 batch-size differences
+    # into latent steps that moved images by 34 levels between batch 1 and 5
+    # (tests/test_distdiff.py); on: faster, images then depend on the batch size.
+    guidance_autocast: bool = False
 
     uses_sources = True
     uses_real_features = True
@@ -95,6 +101,10 @@ class DistDiff(ExpansionMethod):
             "strength": self.strength,
             "guidance_steps": self.steps if self.guidance else [],
         }
+
+    def _guidance_precision(self, parts, z: torch.Tensor):
+        full = not self.guidance_autocast and parts.unet.dtype == torch.float32 == z.dtype
+        return torch.autocast(z.device.type, enabled=False) if full else contextlib.nullcontext()
 
     def _call(self, fn, *args):
         wanted = self.gradient_checkpointing
@@ -144,7 +154,8 @@ class DistDiff(ExpansionMethod):
             if i not in guide_at:
                 return z
             energy_of = self.energy_fn(parts, model_fn, schedule, records, i)
-            result = self.energy_guidance.apply(z, energy_of)
+            with self._guidance_precision(parts, z):
+                result = self.energy_guidance.apply(z, energy_of)
             energies.append(result.energy.detach())
             failures.append(result.failed)
             return result.latents
