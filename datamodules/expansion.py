@@ -153,7 +153,7 @@ class ExpansionDataModule(L.LightningDataModule):
             # to fall back from, so a NaN / Inf latent is the image's own fault and is named
             latents = torch.cat([encode_images(module.parts.vae, chunk.to(device)).float()
                                  for chunk in images.split(self.hparams.cache_batch_size)])  # fmt: skip
-            refuse_non_finite(latents, ids, "VAE latents")
+            refuse_non_finite(latents, ids, "VAE latents", hint="")
             return {"latents": latents}
 
         latents = cached_tensors(self.hparams.cache_dir, "latents", key, build)["latents"]

@@ -15,14 +15,19 @@ def non_finite_rows(values: torch.Tensor) -> torch.Tensor:
     return (~values.flatten(1).isfinite().all(1)).nonzero().flatten()
 
 
-def refuse_non_finite(values: torch.Tensor, ids: Sequence[str], what: str, after: str = "") -> None:
-    """Stop with an error naming the images whose rows hold a NaN or Inf (nothing is cached then)."""
+FLOAT32_HINT = ", or load the model with model.init_args.dtype=float32"
+
+
+def refuse_non_finite(
+    values: torch.Tensor, ids: Sequence[str], what: str, after: str = "", hint: str = FLOAT32_HINT
+) -> None:
+    """Stop with an error naming the images whose rows hold a NaN or Inf (nothing is cached then);
+    `hint` ends the advice (empty where the weight dtype cannot matter, e.g. the float32 VAE)."""
     bad = [ids[i] for i in non_finite_rows(values).tolist()]
     if bad:
         raise FloatingPointError(
             f"{what} of {len(bad)} real image(s) hold NaN or Inf{after}: {bad[:10]}. "
-            "Check these images (or leave them out of the dataset folder), or load the model with "
-            "model.init_args.dtype=float32; nothing was cached."
+            f"Check these images (or leave them out of the dataset folder){hint}; nothing was cached."
         )
 
 

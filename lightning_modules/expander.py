@@ -187,6 +187,7 @@ class Expander(L.LightningModule):
             "autocast": str(self.autocast_dtype(device)),
             "attention": self.attention_kind(device),
             "channels_last": self.uses_channels_last(device),
+            "compile": self.hparams.compile,  # inductor's fused kernels round differently
             "vae": "float32, outside autocast",  # since 2026-11-25 (before: under autocast, bf16)
             "concepts": concepts,
             "lora": "fused" if self.lora_fused else self.method.concept_lora,
