@@ -89,10 +89,14 @@ def remove_stale_temporaries(folder: str | Path, older_than: float | None = None
     are only renamed when complete); the paths removed. `older_than` (a time.time() value) spares the
     files of writers still alive, e.g. other DDP ranks that started after it."""
     folder = Path(folder)
-    stale = [p for p in folder.glob(f".*{TEMPORARY_MARK}*") if p.is_file()] if folder.is_dir() else []
-    stale = [p for p in stale if older_than is None or p.stat().st_mtime < older_than]
-    for path in stale:
-        path.unlink(missing_ok=True)
+    stale = []
+    for path in folder.glob(f".*{TEMPORARY_MARK}*") if folder.is_dir() else []:
+        try:  # a live writer may rename its temporary between the listing and here
+            if path.is_file() and (older_than is None or path.stat().st_mtime < older_than):
+                path.unlink(missing_ok=True)
+                stale.append(path)
+        except FileNotFoundError:
+            continue
     return stale
 
 
