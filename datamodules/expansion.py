@@ -132,7 +132,7 @@ class ExpansionDataModule(L.LightningDataModule):
                     "seed": seed,
                     "method": method.name,
                 }
-                records.append(record | method.plan(ctx, label, sample_rng(seed)))
+                records.append(record | method.plan(ctx, label, sample_rng(seed), index=k))
         return records
 
     # ---- heavy inputs, cached -------------------------------------------------------------------

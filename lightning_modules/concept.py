@@ -30,8 +30,11 @@ from diffexpand.paths import DEFAULT_PRIOR
 from diffexpand.training.losses import noise_prediction_loss
 
 
-def _step_seed(seed: int, step: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"concept:{seed}:{step}".encode()).digest()[:8], "big") >> 1
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """The seed of one training step on one rank. Each rank draws its own noise and timesteps (N GPUs
+    see N timesteps per step); rank 0 keeps the single-device seed, so a one-device run is unchanged."""
+    name = f"concept:{seed}:{step}" if rank == 0 else f"concept:{seed}:{step}:rank{rank}"
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
 class ConceptLearner(L.LightningModule):
@@ -107,8 +110,9 @@ class ConceptLearner(L.LightningModule):
 
     # ---- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        # All randomness of a step comes from (seed, global_step): resuming reproduces it exactly.
-        g = torch.Generator(device=self.device).manual_seed(_step_seed(self.hparams.seed, self.global_step))
+        # All randomness of a step comes from (seed, global_step, rank): resuming reproduces it exactly.
+        seed = step_seed(self.hparams.seed, self.global_step, self.global_rank)
+        g = torch.Generator(device=self.device).manual_seed(seed)
         self.vae.eval()
         with torch.no_grad():
             latents = encode_images(self.vae, batch["pixel_values"], sample=True, generator=g).float()

@@ -133,3 +133,30 @@ def test_trainable_parameters_stay_fp32_under_mixed_precision(tiny_sd_dir, tmp_p
     assert trainable and all(p.dtype == torch.float32 for p in trainable)
     assert model.unet.conv_in.weight.dtype == torch.bfloat16  # the frozen base keeps the chosen dtype
     assert torch.isfinite(model.concepts.weight).all()
+
+
+def test_each_ddp_rank_draws_its_own_noise_and_a_rerun_draws_the_same(trained, monkeypatch):
+    import lightning_modules.concept as concept
+
+    model, _ = trained
+    seeds, losses = [], []
+    original = concept.noise_prediction_loss
+
+    def recording(*args, generator, **kwargs):
+        seeds.append(generator.initial_seed())
+        return original(*args, generator=generator, **kwargs)
+
+    monkeypatch.setattr(concept, "noise_prediction_loss", recording)
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    g = torch.Generator().manual_seed(0)
+    batch = {"pixel_values": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1, "label": torch.tensor([0, 1])}
+    for rank in (0, 1, 1, 0):  # two simulated ranks at the same step, each run twice (a resumed run)
+        monkeypatch.setattr(type(model), "global_rank", property(lambda self, r=rank: r))
+        with torch.no_grad():
+            losses.append(float(model.training_step(batch, 0)))
+    step = model.global_step
+    assert seeds[:2] == [concept.step_seed(0, step, 0), concept.step_seed(0, step, 1)]
+    assert seeds[0] == seeds[3] != seeds[1] == seeds[2]
+    assert losses[0] == losses[3] != losses[1] == losses[2]  # other noise and timesteps on rank 1
+    # rank 0 keeps the single-device seed, so one-device runs are unchanged
+    assert concept.step_seed(0, step, 0) == concept.step_seed(0, step)

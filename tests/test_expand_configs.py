@@ -25,10 +25,10 @@ def test_expand_config_runs(config, tiny_sd_dir, tiny_concepts, tmp_path):
     ]  # fmt: skip
     if "inversion_steps" in method_args:
         args.append("--model.init_args.method_args.inversion_steps=3")
-    if "guidance_steps" in method_args:  # 4 steps at strength 0.5 sample 2: guide at the first
+    if "guidance_steps" in method_args:  # 4 steps at strength 0.5 sample 2: M = 2 guides at the first
         args += [
             "--model.init_args.method_args.num_inference_steps=4",
-            "--model.init_args.method_args.guidance_steps=0",
+            "--model.init_args.method_args.guidance_steps=2",
         ]
     if "extractor" in method_args:  # the oracle is small; EfficientNet at 224 px is slower on CPU
         args.append("--model.init_args.method_args.extractor=oracle")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffexpand.methods import PlanContext, create_method, sample_rng
-from diffexpand.methods.diffii import invert_latents, split_step
+from diffexpand.methods.diffii import invert_latents, suffix_step_count
 from diffexpand.methods.mix import mix_soft_label
 from diffexpand.seeding import sample_seed
 
@@ -86,8 +86,16 @@ def test_diffii_pairs_are_distinct_and_single_image_classes_fall_back_once():
     assert all(r["pair"] == "gaussian" and r["source_ids"] == ["b0"] for r in single)
 
 
-def test_split_ratio_outside_unit_interval_is_rejected():
-    assert split_step(0.3, 25) == 8 and split_step(0.0, 25) == 0 and split_step(1.0, 25) == 25
+def test_suffix_steps_follow_the_official_criterion_and_bad_ratios_are_rejected(tiny_sd):
+    from diffexpand.sampling import Schedule
+
+    # SD's schedule (1000 training steps, steps_offset 1): 25 DDIM steps run t = 961, 921, …, 1
+    timesteps = Schedule.from_scheduler(tiny_sd.scheduler, 25).timesteps
+    assert timesteps[:8].tolist() == [961, 921, 881, 841, 801, 761, 721, 681]
+    # the suffix prompt while t >= T·(1 − s): t >= 700 at s = 0.3 is 7 steps (rounding s·25 gave 8)
+    assert suffix_step_count(0.3, timesteps, 1000) == 7
+    assert suffix_step_count(0.1, timesteps, 1000) == 2  # t >= 900: 961 and 921
+    assert suffix_step_count(0.0, timesteps, 1000) == 0 and suffix_step_count(1.0, timesteps, 1000) == 25
     with pytest.raises(ValueError, match="split_ratio"):
         create_method("diffii", split_ratio=1.2)
     with pytest.raises(ValueError, match="strengths"):
@@ -155,3 +163,67 @@ def test_real_filter_keeps_the_candidate_closest_to_the_class_prototype(tiny_sd)
         best = int(similarity[:, i].argmax())
         assert r["chosen_candidate"] == best and r["similarity"] == pytest.approx(float(similarity[best, i]))
         assert torch.allclose(kept[i], candidates[best, i], atol=1e-5)
+
+
+def test_stream_names_give_independent_noise_and_real_filter_scores_every_candidate(tiny_sd):
+    from diffexpand.methods.common import initial_noise
+
+    records = [{"seed": 7}, {"seed": 8}]
+    streams = ["candidate0", "candidate1", "candidate10", "sdedit", "partner"]
+    noise = [initial_noise(tiny_sd, records, s) for s in streams]
+    for i in range(len(streams)):
+        for j in range(i + 1, len(streams)):
+            assert not torch.allclose(noise[i], noise[j]), (streams[i], streams[j])
+    method = create_method("real_filter", num_inference_steps=3, candidates=3, extractor="oracle")
+    records = _records(method, 2, labels=(0,))
+    extractor = method.load_extractor()
+    prototype = extractor(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)[0]
+    for r in records:
+        r["prototype"] = prototype.detach()
+    method.generate(tiny_sd, records)
+    for r in records:
+        scores = r["candidate_scores"]
+        assert len(scores) == 3 and len(set(scores)) == 3  # three different images, three scores
+        assert r["chosen_candidate"] == max(range(3), key=scores.__getitem__)
+        assert r["similarity"] == scores[r["chosen_candidate"]]
+
+
+def test_distdiff_expands_every_real_image_the_same_number_of_times():
+    from collections import Counter
+
+    method = create_method("distdiff")
+    for label, members in enumerate(CTX.source_ids):
+        plans = [method.plan(CTX, label, sample_rng(k), index=k) for k in range(5 * len(members))]
+        assert Counter(p["source_ids"][0] for p in plans) == {m: 5 for m in members}
+
+
+def test_diffii_duplicate_images_fall_back_to_a_gaussian_partner_with_one_warning(tiny_sd, monkeypatch):
+    import diffexpand.methods.diffii as diffii
+
+    method = create_method("diffii", num_inference_steps=25, suffixes=["on grass"])
+    records = _attach_latents(_records(method, 3, labels=(0, 1)))
+    for r in records[:3]:  # class 0's pairs: the second inversion is the first one (duplicate images)
+        r["inversion_b"] = r["inversion_a"].clone()
+        r["source_ids"] = ["s0", "s1"]
+    suffixed = []
+    original = diffii.cfg_model_fn
+
+    def recording(unet, cond, uncond, scale):  # which steps the suffixed prompt conditions
+        model_fn = original(unet, cond, uncond, scale)
+
+        def fn(x, t, i):
+            suffixed.append(cond(i) is cond(0))
+            return model_fn(x, t, i)
+
+        return fn
+
+    monkeypatch.setattr(diffii, "cfg_model_fn", recording)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = method.generate(tiny_sd, records)
+    messages = [str(w.message) for w in caught if "(anti)parallel" in str(w.message)]
+    assert len(messages) == 1 and "'s0'" in messages[0] and "'s1'" in messages[0]
+    assert images.isfinite().all()
+    assert [r["pair"] for r in records] == ["gaussian"] * 3 + ["inversions"] * 3
+    assert all(0 < r["alpha"] < math.pi for r in records)
+    assert suffixed == [True] * 7 + [False] * 18  # the official split at s = 0.3: 7 of 25 steps

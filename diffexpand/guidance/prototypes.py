@@ -1,9 +1,11 @@
 """Hierarchical prototypes of real-image features (DistDiff, Zhu et al. 2024).
 
 Per class: the class prototype (mean of the L2-normalised features) and K group prototypes — the
-centres of K clusters of the class's features — by FAISS spherical k-means (seeded; the design
-card) or average-linkage agglomerative clustering on cosine distance (the official code). Prototypes
-are returned L2-normalised, because energies compare them with normalised features by cosine.
+centres of K clusters of the class's features — by FAISS spherical k-means (seeded; the default), on
+the GPU when the features are CUDA tensors and a GPU build of FAISS is installed, or by average-linkage
+agglomerative clustering on Euclidean distances of the L2-normalised features (the official code:
+scikit-learn's AgglomerativeClustering(linkage="average"); here scipy's equivalent). Prototypes are
+returned L2-normalised, as the official code normalises them before guidance.
 """
 
 from __future__ import annotations
@@ -22,8 +24,15 @@ def class_prototype(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(f.mean(0), dim=-1)
 
 
-def kmeans_groups(features: np.ndarray, k: int, seed: int, niter: int = 50) -> np.ndarray:
-    """Cluster labels (N,) by FAISS spherical k-means on normalised features."""
+def faiss_gpu_available() -> bool:
+    """Whether the installed FAISS is a GPU build that sees a GPU (faiss-gpu-cu12, the `gpu` extra)."""
+    import faiss
+
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def kmeans_groups(features: np.ndarray, k: int, seed: int, niter: int = 50, gpu: bool = False) -> np.ndarray:
+    """Cluster labels (N,) by FAISS spherical k-means on normalised features (on the GPU if `gpu`)."""
     import faiss
 
     x = np.ascontiguousarray(features, dtype=np.float32)
@@ -37,6 +46,7 @@ def kmeans_groups(features: np.ndarray, k: int, seed: int, niter: int = 50) -> n
         min_points_per_centroid=1,
         nredo=10,
         verbose=False,
+        gpu=gpu,
     )  # fmt: skip  (best of 10 seeded restarts)
     km.train(x)
     _, labels = km.index.search(x, 1)
@@ -44,27 +54,30 @@ def kmeans_groups(features: np.ndarray, k: int, seed: int, niter: int = 50) -> n
 
 
 def agglomerative_groups(features: np.ndarray, k: int) -> np.ndarray:
-    """Cluster labels (N,) by average-linkage agglomerative clustering on cosine distance."""
+    """Cluster labels (N,) by average-linkage agglomerative clustering on Euclidean distances (of the
+    normalised features the caller passes), cut at k clusters: the official code's clustering."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     if len(features) == 1:
         return np.zeros(1, dtype=np.int64)
-    tree = linkage(features.astype(np.float64), method="average", metric="cosine")
+    tree = linkage(features.astype(np.float64), method="average", metric="euclidean")
     return fcluster(tree, t=k, criterion="maxclust") - 1
 
 
 def group_prototypes(
     features: torch.Tensor, k: int, clustering: str = "kmeans", seed: int = 0
 ) -> torch.Tensor:
-    """(k', D) normalised group centres, k' = min(k, number of images); empty clusters dropped."""
+    """(k', D) normalised group centres, k' = min(k, number of images); empty clusters dropped.
+    K-means runs on the GPU when `features` is a CUDA tensor and FAISS has a GPU build."""
     if clustering not in CLUSTERINGS:
         raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {clustering!r}")
-    f = torch.nn.functional.normalize(features.float(), dim=-1)
+    gpu = features.is_cuda and clustering == "kmeans" and faiss_gpu_available()
+    f = torch.nn.functional.normalize(features.detach().float().cpu(), dim=-1)
     k = min(k, len(f))
     if k == len(f):
         labels = np.arange(len(f))  # one image per group: the images themselves
     elif clustering == "kmeans":
-        labels = kmeans_groups(f.numpy(), k, seed)
+        labels = kmeans_groups(f.numpy(), k, seed, gpu=gpu)
     else:
         labels = agglomerative_groups(f.numpy(), k)
     centres = [f[torch.from_numpy(labels == g)].mean(0) for g in sorted(set(labels.tolist()))]

@@ -30,7 +30,9 @@ class ExpansionMethod:
         """Build the feature extractor (methods with `uses_real_features`)."""
         raise NotImplementedError
 
-    def plan(self, ctx: PlanContext, label: int, rng: np.random.Generator) -> dict:
+    def plan(self, ctx: PlanContext, label: int, rng: np.random.Generator, index: int = 0) -> dict:
+        """The record's random choices, from `rng` only; `index` is the record's position among its
+        class's records (0, 1, …), for methods that walk the real images in order (DistDiff)."""
         raise NotImplementedError
 
     def generate(self, parts, records: list[dict]) -> torch.Tensor:
@@ -46,10 +48,23 @@ class ExpansionMethod:
 
 
 def pick_source(ctx: PlanContext, label: int, rng: np.random.Generator) -> str:
+    """A real image of the class drawn at random (the SDEdit baselines, as their official code)."""
+    members = _members(ctx, label)
+    return members[int(rng.integers(len(members)))]
+
+
+def cycle_source(ctx: PlanContext, label: int, index: int) -> str:
+    """The class's real images in turn: record k starts from image k mod n, so every real image is a
+    source exactly `expansion_ratio` times (⌊·⌋ or ⌈·⌉ when the ratio is not a whole number)."""
+    members = _members(ctx, label)
+    return members[index % len(members)]
+
+
+def _members(ctx: PlanContext, label: int) -> list[str]:
     members = ctx.source_ids[label]
     if not members:
         raise ValueError(f"class {ctx.class_names[label]!r} has no real image to start from")
-    return members[int(rng.integers(len(members)))]
+    return members
 
 
 def stack(records: list[dict], key: str, parts) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +42,18 @@ def latent_shape(parts) -> tuple[int, int, int]:
 
 def initial_noise(parts, records: list[dict], stream: str = "noise") -> torch.Tensor:
     """Per-sample N(0, I) latents from each record's seed (`stream` separates independent draws)."""
-    seeds = [int(np.random.default_rng([r["seed"], hash_stream(stream)]).integers(2**62)) for r in records]
+    seeds = stream_seeds(records, stream)
     return seeded_randn(seeds, latent_shape(parts), parts.unet.device, parts.unet.dtype)
 
 
+def stream_seeds(records: list[dict], stream: str) -> list[int]:
+    """One seed per record for the named random stream, a function of (record seed, stream name)."""
+    return [int(np.random.default_rng([r["seed"], hash_stream(stream)]).integers(2**62)) for r in records]
+
+
 def hash_stream(name: str) -> int:
-    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little")
+    """A 64-bit number from the whole stream name ("candidate0" and "candidate1" differ)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
 def encode_unique(parts, prompts: list[str]) -> torch.Tensor:

@@ -1,11 +1,24 @@
 """DistDiff (Zhu et al., NeurIPS 2024): img2img from a real image, with distribution-aware energy
-guidance at chosen steps pulling the sample toward its class prototype and nearest group prototype
-of real-image features (diffexpand.guidance). Training-free.
+guidance pulling the sample toward its class prototype and nearest group prototype of real-image
+features (diffexpand.guidance). Training-free.
 
-Defaults follow the official code (DESIGN.md §4): DDIM 50 steps, strength 0.5, CFG 7.5, K = 3 group
-prototypes, guidance at sampled step M = 20 with P = 2 rollout steps, ρ = 10, ε = 0.2, weights 1.0.
-Steps count within the sampled part (strength 0.5 of 50 steps samples 25), and a step that does not
-fit is an error — the official code silently skips guidance in that case.
+Defaults follow the official code (haoweiz23/DistDiff `generate_data.py`, `transform_guidance`):
+- DDIM 50 steps, strength 0.5 (sampling starts at t = 481), CFG 7.5, K = 3 group prototypes.
+- Guidance at M = 20 counted from the clean end of the full schedule, with P = 2 rollout steps:
+  t = 381 and 361 (diffexpand.guidance.timing). Every record states them as `guidance_timesteps`.
+- Residual transform: channel-wise α ~ U[0, 1), β ~ N(0, 1) drawn from the record's seed;
+  z' = z·(1 + α) + β; one step of size ρ = 10 on (α, β); the result is projected into the L∞ ball of
+  radius ε = 0.2 around z.
+- Energy, averaged over the x̂0 of each of the P rollout steps:
+  λ_c·‖f − ĉ‖₂ + λ_g·‖f − ĝ_k*‖₂, with f the extractor's (unnormalised) features of the decoded x̂0,
+  ĉ and ĝ the L2-normalised class and group prototypes, k* the group of largest f·ĝ, λ_c = λ_g = 1.
+  `energy: cosine` uses 1 − cos instead; `normalize_features: true` normalises f first.
+- Sources: each real image is expanded in turn (record k of a class starts from its image k mod n),
+  so every real image is a source exactly `expansion_ratio` times, as in the official code.
+
+Differences kept on purpose: the feature extractor applies its own input preprocessing (the official
+code feeds [-1, 1] images to an ImageNet ResNet-50 without its normalisation), and a guidance step that
+does not fit the sampled part is an error (the official code silently skips guidance then).
 Guidance needs gradients: run predict with `trainer.inference_mode: false` (the configs do).
 """
 
@@ -19,13 +32,14 @@ from torch.utils.checkpoint import checkpoint
 
 from diffexpand.features import build_extractor
 from diffexpand.guidance import EnergyGuidance, prototype_energy, resolve_guidance_steps
+from diffexpand.guidance.energy import DISTANCES
 from diffexpand.guidance.prototypes import CLUSTERINGS
 from diffexpand.models.vae import decode_latents
 from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
 from diffexpand.sampling.ddim import ddim_step, predict_x0_eps
 
-from .base import ExpansionMethod, pick_source, stack
-from .common import conditions, decode, initial_noise
+from .base import ExpansionMethod, cycle_source, stack
+from .common import conditions, decode, initial_noise, stream_seeds
 from .registry import register_method
 
 
@@ -37,25 +51,28 @@ class DistDiff(ExpansionMethod):
     strength: float = 0.5
     negative_prompt: str = ""
     extractor: str | dict = "timm"  # official code: a ResNet-50 trained on the real data
-    groups: int = 3  # K group prototypes per class
-    clustering: str = "kmeans"  # or "agglomerative" (average linkage, the official code)
-    guidance_steps: int | str | list = 20  # M: index, "chaos" / "semantic" / "refinement", or a list
+    groups: int = 3  # K group prototypes per class; 0: class prototype only
+    clustering: str = "kmeans"  # or "agglomerative" (average linkage, Euclidean: the official code)
+    # M, counted from the clean end of the full schedule (official), a stage name ("chaos",
+    # "semantic", "refinement": middles of the sampled part's thirds), or a list of those
+    guidance_steps: int | str | list = 20
     rollout_steps: int = 2  # P
     step_size: float = 10.0  # ρ
     bound: float = 0.2  # ε
     class_weight: float = 1.0
     group_weight: float = 1.0
+    energy: str = "l2"  # "l2" (official) or "cosine"
+    normalize_features: bool = False  # official transform_guidance: features as the extractor gives them
     iterations: int = 1
-    variant: str = "residual"  # or "direct" (gradient on the latent)
+    variant: str = "residual"  # official; or "residual_zero" (α = β = 0 start, clamped) or "direct"
     guidance: bool = True  # False: the same img2img without guidance (ablation, timing)
     # Recompute UNet/VAE activations in the backward pass. None: on for CUDA latents (SD at 512 px and
     # batch 8 needs more than 80 GB without it), off on CPU (the tiny prior fits; recomputing costs time).
     gradient_checkpointing: bool | None = None
     decode_chunk_size: int = 4  # guidance decodes x̂0 this many samples at a time, each chunk checkpointed
     # Guidance (rollouts, decode, features, backward) under the run's autocast too. Off: in float32 when
-    # the UNet's weights are float32. Under bf16 its gradient turns the VAE's 1e-6 batch-size differences
-    # into latent steps that moved images by 34 levels between batch 1 and 5
-    # (tests/test_distdiff.py); on: faster, images then depend on the batch size.
+    # the UNet's weights are float32, because under bf16 the gradient turns the VAE's tiny batch-size
+    # differences into visible moves (tests/test_distdiff.py); on: faster, images depend on batch size.
     guidance_autocast: bool = False
 
     uses_sources = True
@@ -71,11 +88,14 @@ class DistDiff(ExpansionMethod):
                              f"got {self.groups}")  # fmt: skip
         if self.clustering not in CLUSTERINGS:
             raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}")
+        if self.energy not in DISTANCES:
+            raise ValueError(f"energy must be one of {DISTANCES}, got {self.energy!r}")
         if self.decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be >= 1, got {self.decode_chunk_size}")
         self.start = sdedit_start_index(self.strength, self.num_inference_steps)
-        sampled = self.num_inference_steps - self.start
-        self.steps = resolve_guidance_steps(self.guidance_steps, sampled, self.rollout_steps)
+        self.guide_indices = resolve_guidance_steps(
+            self.guidance_steps, self.num_inference_steps, self.start, self.rollout_steps, self.strength
+        )
         self.energy_guidance = EnergyGuidance(self.step_size, self.bound, self.iterations, self.variant)
         self.prototype_groups = self.groups
         self.feature_extractor = None
@@ -94,13 +114,18 @@ class DistDiff(ExpansionMethod):
             self.feature_extractor = build_extractor(self.extractor).requires_grad_(False)
         return self.feature_extractor
 
-    def plan(self, ctx, label, rng) -> dict:
+    def plan(self, ctx, label, rng, index=0) -> dict:
         return {
-            "source_ids": [pick_source(ctx, label, rng)],
+            "source_ids": [cycle_source(ctx, label, index)],
             "prompt": ctx.plain_prompts[label],
             "strength": self.strength,
-            "guidance_steps": self.steps if self.guidance else [],
         }
+
+    def guidance_timesteps(self, schedule: Schedule) -> list[int]:
+        """The timesteps whose x̂0 the energy is measured on (descending): each guidance step's window."""
+        steps = range(self.rollout_steps)
+        window = {int(schedule.timesteps[i + j]) for i in self.guide_indices for j in steps}
+        return sorted(window, reverse=True)
 
     def _guidance_precision(self, parts, z: torch.Tensor):
         full = not self.guidance_autocast and parts.unet.dtype == torch.float32 == z.dtype
@@ -112,26 +137,45 @@ class DistDiff(ExpansionMethod):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
+    def transform_start(self, records: list[dict], index: int, z: torch.Tensor) -> list[torch.Tensor] | None:
+        """Per record and channel: α ~ U[0, 1), β ~ N(0, 1) from the record's seed (one stream per
+        guidance step), so the start does not depend on batch size or rank."""
+        if self.variant != "residual":
+            return None
+        channels = z.shape[1]
+        gens = [torch.Generator().manual_seed(s) for s in stream_seeds(records, f"transform{index}")]
+        alpha = torch.stack([torch.rand(channels, generator=g) for g in gens])
+        beta = torch.stack([torch.randn(channels, generator=g) for g in gens])
+        return [alpha.to(z.device), beta.to(z.device)]
+
     def energy_fn(self, parts, model_fn, schedule, records, index: int):
-        """z at sampled step `index` -> per-sample energy of the x̂0 reached after P rollout steps."""
+        """z at full-schedule step `index` -> per-sample energy, averaged over the x̂0 of the P rollout
+        steps from there (the official `transform_guidance`'s score over `sub_timesteps`)."""
         protos = stack(records, "prototype", parts).float()
-        groups = stack(records, "group_prototypes", parts).float()
+        groups = stack(records, "group_prototypes", parts).float() if self.groups > 0 else None
         extractor = self.load_extractor()
 
+        def features_of(x0: torch.Tensor) -> torch.Tensor:
+            chunks = x0.split(self.decode_chunk_size)
+            images = torch.cat([self._call(lambda x: decode_latents(parts.vae, x), c) for c in chunks])
+            return extractor(images.float().clamp(-1, 1).to(extractor.mean.device))
+
         def energy_of(z: torch.Tensor) -> torch.Tensor:
+            total = 0.0
             for j in range(self.rollout_steps):
                 i = index + j
                 t = schedule.timesteps[i].to(z.device)
                 out = self._call(lambda x, t=t, i=i: model_fn(x, t, i), z)
                 x0, _ = predict_x0_eps(out, z, schedule.alpha(i), schedule.prediction_type)
+                features = features_of(x0)
+                total = total + prototype_energy(
+                    features, protos.to(features.device),
+                    None if groups is None else groups.to(features.device),
+                    self.class_weight, self.group_weight, self.energy, self.normalize_features,
+                )  # fmt: skip
                 if j + 1 < self.rollout_steps:
                     z = ddim_step(out, z, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
-            chunks = x0.split(self.decode_chunk_size)
-            images = torch.cat([self._call(lambda x: decode_latents(parts.vae, x), c) for c in chunks])
-            images = images.float().clamp(-1, 1)
-            features = extractor(images.to(extractor.mean.device))
-            return prototype_energy(features, protos.to(features.device), groups.to(features.device),
-                                    self.class_weight, self.group_weight)  # fmt: skip
+            return total / self.rollout_steps
 
         return energy_of
 
@@ -147,7 +191,7 @@ class DistDiff(ExpansionMethod):
         x = add_noise(source, initial_noise(parts, records, "sdedit"), schedule.alpha(self.start))
         cond, uncond = conditions(parts, [r["prompt"] for r in records], self.negative_prompt)
         model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
-        guide_at = {self.start + m for m in self.steps} if self.guidance else set()
+        guide_at = set(self.guide_indices) if self.guidance else set()
         energies, failures = [], []  # kept on the device; read once after sampling (no sync per step)
 
         def before_step(i: int, z: torch.Tensor) -> torch.Tensor:
@@ -155,7 +199,7 @@ class DistDiff(ExpansionMethod):
                 return z
             energy_of = self.energy_fn(parts, model_fn, schedule, records, i)
             with self._guidance_precision(parts, z):
-                result = self.energy_guidance.apply(z, energy_of)
+                result = self.energy_guidance.apply(z, energy_of, self.transform_start(records, i, z))
             energies.append(result.energy.detach())
             failures.append(result.failed)
             return result.latents
@@ -163,6 +207,8 @@ class DistDiff(ExpansionMethod):
         latents = ddim_sample(model_fn, x, schedule, self.start, before_step=before_step)
         energy = torch.stack(energies, 1).tolist() if energies else [[] for _ in records]
         failed = torch.stack(failures, 1).any(1).tolist() if failures else [False] * len(records)
+        timesteps = self.guidance_timesteps(schedule) if self.guidance else []
         for r, e, f in zip(records, energy, failed, strict=True):
             r["guidance_energy"], r["guidance_fallback"] = e, bool(f)
+            r["guidance_timesteps"] = timesteps
         return decode(parts, latents)

@@ -26,7 +26,7 @@ class _MixMethod(_SDEditMethod):
     strengths: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9])
     gamma: float = 0.8
 
-    def plan(self, ctx, label, rng) -> dict:
+    def plan(self, ctx, label, rng, index=0) -> dict:
         if ctx.num_classes < 2:
             raise ValueError(f"{self.name} mixes two classes; the dataset has one")
         # `label` is the target class; the source image comes from any other class.

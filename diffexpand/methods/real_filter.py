@@ -1,7 +1,9 @@
 """Real-Filter: txt2img, keeping only samples whose image features are close to the real images of
 their class. Each record draws `candidates` txt2img samples from its own seed and keeps the one with
-the highest cosine similarity to its class's real-feature mean (its prototype) — a per-sample
-selection, so the result does not depend on batch size, world size or resume points."""
+the highest cosine similarity to its class's real-feature mean (its prototype); every candidate's
+score is recorded (`candidate_scores`). Candidates come from independent seed streams ("candidate0",
+…) of the record's seed. A per-sample selection, so the result does not depend on batch size, world
+size or resume points."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class RealFilter(ExpansionMethod):
             self.feature_extractor = build_extractor(self.extractor).requires_grad_(False)
         return self.feature_extractor
 
-    def plan(self, ctx, label, rng) -> dict:
+    def plan(self, ctx, label, rng, index=0) -> dict:
         return {"prompt": ctx.plain_prompts[label], "candidates": self.candidates}
 
     @torch.no_grad()
@@ -65,7 +67,9 @@ class RealFilter(ExpansionMethod):
         candidates = self.candidate_images(parts, records)
         similarity = self.similarities(candidates, stack(records, "prototype", parts).float())
         best = similarity.argmax(0)
+        scores = similarity.T.tolist()  # (n, candidates), one sync
         for i, record in enumerate(records):
             record["chosen_candidate"] = int(best[i])
-            record["similarity"] = float(similarity[best[i], i])
+            record["similarity"] = scores[i][int(best[i])]
+            record["candidate_scores"] = scores[i]
         return candidates[best.to(candidates.device), torch.arange(len(records), device=candidates.device)]

@@ -32,7 +32,7 @@ class _SDEditMethod(ExpansionMethod):
     def prompts(self, ctx):
         return ctx.class_prompts if self.uses_concepts else ctx.plain_prompts
 
-    def plan(self, ctx, label, rng) -> dict:
+    def plan(self, ctx, label, rng, index=0) -> dict:
         return {
             "source_ids": [pick_source(ctx, label, rng)],
             "strength": float(self.strengths[int(rng.integers(len(self.strengths)))]),

@@ -24,7 +24,7 @@ class Txt2Img(ExpansionMethod):
     def __post_init__(self):
         self.uses_concepts = self.use_concepts
 
-    def plan(self, ctx, label, rng) -> dict:
+    def plan(self, ctx, label, rng, index=0) -> dict:
         return {"prompt": (ctx.class_prompts if self.use_concepts else ctx.plain_prompts)[label]}
 
     @torch.no_grad()

@@ -1,6 +1,7 @@
 """Diff-II's spherical interpolation and extrapolation of two inverted latents.
 
-Unified formula (Diff-II, eq. 6):  Z = sin((1+λ)α)/sin α · I_a − sin(λα)/sin α · I_b,
+Unified formula (Diff-II, eq. 7; its eq. 6 is the extrapolation alone):
+    Z = sin((1+λ)α)/sin α · I_a − sin(λα)/sin α · I_b,
 α = angle between I_a and I_b. λ = 0 gives I_a, λ = −1 gives I_b, and λ ∈ [0, 2π/α] walks once
 around the great circle through both — interpolation between them and extrapolation beyond
 them. For inputs of equal norm the result keeps that norm, so Gaussian-like inversions stay
