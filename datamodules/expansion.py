@@ -224,6 +224,7 @@ class ExpansionDataModule(L.LightningDataModule):
         """{class: (class prototype, K group prototypes or None)} from the cached real features; the
         group clustering is cached too (keyed by the features, K, clustering and seed)."""
         from diffexpand.guidance import class_prototype, hierarchical_prototypes
+        from diffexpand.guidance.prototypes import faiss_gpu_available
 
         features = self._real_features(module, method)
         by_class = {c: torch.stack([features[s] for s in members])
@@ -233,10 +234,14 @@ class ExpansionDataModule(L.LightningDataModule):
             return {c: (class_prototype(f), None) for c, f in by_class.items()}
         classes = sorted(by_class)
         settings = [k, method.clustering, self.hparams.seed]
-        key = cache_key(features=self._features_key, settings=settings, classes=classes)
+        # k-means runs in FAISS on the GPU when the features are there and FAISS has a GPU build
+        device = module.build_device()
+        backend = "faiss-gpu" if device.type == "cuda" and faiss_gpu_available() else "cpu"
+        key = cache_key(features=self._features_key, settings=settings, classes=classes, backend=backend)
 
         def build():
-            protos = hierarchical_prototypes(by_class, *settings, class_names=ctx.class_names)
+            on_device = {c: f.to(device) for c, f in by_class.items()}
+            protos = hierarchical_prototypes(on_device, *settings, class_names=ctx.class_names)
             return {"classes": torch.stack([protos[c][0] for c in classes]),
                     "groups": torch.stack([protos[c][1] for c in classes])}  # fmt: skip
 

@@ -106,5 +106,5 @@ def hierarchical_prototypes(
         groups = group_prototypes(f, k, clustering, seed)
         if len(groups) < k:
             groups = torch.cat([groups, groups[-1:].expand(k - len(groups), -1)])
-        out[c] = (class_prototype(f), groups)
+        out[c] = (class_prototype(f.cpu()), groups)
     return out
