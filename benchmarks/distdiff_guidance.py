@@ -47,7 +47,6 @@ def run(out: Path, cache: Path, args, guidance: bool):
 def energies(cli, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(energy per image, labels) of the final images, against the prototypes guidance used."""
     from diffexpand.evaluation.synthetic_quality import load_synthetic
-    from diffexpand.guidance import prototype_energy
 
     method, protos = cli.model.method, cli.datamodule.dataset.prototypes
     images, labels = load_synthetic(folder)
@@ -55,10 +54,8 @@ def energies(cli, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     out = []
     for chunk, lab in zip(images.split(50), labels.split(50), strict=True):
         c = torch.stack([protos[int(y)][0] for y in lab])
-        g = torch.stack([protos[int(y)][1] for y in lab])
-        out.append(prototype_energy(extractor(chunk), c, g if method.groups > 0 else None,
-                                    method.class_weight, method.group_weight, method.energy,
-                                    method.normalize_features))  # fmt: skip
+        g = torch.stack([protos[int(y)][1] for y in lab]) if method.groups > 0 else None
+        out.append(method.features_energy(extractor(chunk), c, g))
     return torch.cat(out), labels
 
 

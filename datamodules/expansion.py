@@ -235,11 +235,12 @@ class ExpansionDataModule(L.LightningDataModule):
         classes = sorted(by_class)
         settings = [k, method.clustering, self.hparams.seed]
         # k-means runs in FAISS on the GPU when the features are there and FAISS has a GPU build
-        device = module.build_device()
-        backend = "faiss-gpu" if device.type == "cuda" and faiss_gpu_available() else "cpu"
-        key = cache_key(features=self._features_key, settings=settings, classes=classes, backend=backend)
+        gpu = module.target_device().type == "cuda" and faiss_gpu_available()
+        key = cache_key(features=self._features_key, settings=settings, classes=classes,
+                        backend="faiss-gpu" if gpu else "cpu")  # fmt: skip
 
         def build():
+            device = module.build_device()
             on_device = {c: f.to(device) for c, f in by_class.items()}
             protos = hierarchical_prototypes(on_device, *settings, class_names=ctx.class_names)
             return {"classes": torch.stack([protos[c][0] for c in classes]),

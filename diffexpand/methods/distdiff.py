@@ -148,17 +148,26 @@ class DistDiff(ExpansionMethod):
         beta = torch.stack([torch.randn(channels, generator=g) for g in gens])
         return [alpha.to(z.device), beta.to(z.device)]
 
+    def features_energy(
+        self, features: torch.Tensor, protos: torch.Tensor, groups: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-sample energy of extracted features against their class (and group) prototypes, with
+        this method's weights and distance (guidance and its benchmark measure the same thing)."""
+        return prototype_energy(features, protos, groups if self.groups > 0 else None, self.class_weight,
+                                self.group_weight, self.energy, self.normalize_features)  # fmt: skip
+
     def energy_fn(self, parts, model_fn, schedule, records, index: int):
         """z at full-schedule step `index` -> per-sample energy, averaged over the x̂0 of the P rollout
         steps from there (the official `transform_guidance`'s score over `sub_timesteps`)."""
-        protos = stack(records, "prototype", parts).float()
-        groups = stack(records, "group_prototypes", parts).float() if self.groups > 0 else None
         extractor = self.load_extractor()
+        on = extractor.mean.device  # prototypes moved to the extractor once, not once per rollout step
+        protos = stack(records, "prototype", parts).to(on, torch.float32)
+        groups = stack(records, "group_prototypes", parts).to(on, torch.float32) if self.groups > 0 else None
 
         def features_of(x0: torch.Tensor) -> torch.Tensor:
             chunks = x0.split(self.decode_chunk_size)
             images = torch.cat([self._call(lambda x: decode_latents(parts.vae, x), c) for c in chunks])
-            return extractor(images.float().clamp(-1, 1).to(extractor.mean.device))
+            return extractor(images.float().clamp(-1, 1).to(on))
 
         def energy_of(z: torch.Tensor) -> torch.Tensor:
             total = 0.0
@@ -167,12 +176,7 @@ class DistDiff(ExpansionMethod):
                 t = schedule.timesteps[i].to(z.device)
                 out = self._call(lambda x, t=t, i=i: model_fn(x, t, i), z)
                 x0, _ = predict_x0_eps(out, z, schedule.alpha(i), schedule.prediction_type)
-                features = features_of(x0)
-                total = total + prototype_energy(
-                    features, protos.to(features.device),
-                    None if groups is None else groups.to(features.device),
-                    self.class_weight, self.group_weight, self.energy, self.normalize_features,
-                )  # fmt: skip
+                total = total + self.features_energy(features_of(x0), protos, groups)
                 if j + 1 < self.rollout_steps:
                     z = ddim_step(out, z, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
             return total / self.rollout_steps
