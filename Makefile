@@ -34,11 +34,12 @@ lint: setup
 demo: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile quick
 
-# The full tiny benchmark (5/10-shot x 3 seeds, 8 rows, split-ratio curve): hours on 2 CPU cores.
+# The full tiny benchmark (5/10-shot x 3 seeds, 8 rows, split-ratio curve): slow on a CPU (its wall time
+# is in docs/measurements/2026-11-23.md).
 bench: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile full
 
-# Re-train the committed artifacts (about an hour on 2 CPU cores).
+# Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md).
 prior: setup
 	$(PY) train.py fit --config configs/prior.yaml
 

@@ -21,9 +21,13 @@ class ExpandCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--output_dir", default="outputs/synthetic", help="where the synthetic set goes")
         parser.link_arguments("output_dir", "data.init_args.output_dir")
+
+    def before_predict(self) -> None:
         # Images go to disk through the writer; keeping thousands of them in memory too would not fit.
-        if any(action.dest == "return_predictions" for action in parser._actions):
-            parser.set_defaults(return_predictions=False)
+        # (Not a parser default: add_arguments_to_parser runs before the predict arguments are added.)
+        predict = self.config_init["predict"]
+        if predict.get("return_predictions") is None:
+            predict["return_predictions"] = False
 
     def instantiate_trainer(self, **kwargs):
         from callbacks.image_writer import SyntheticImageWriter

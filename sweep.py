@@ -46,8 +46,14 @@ def params_of(stage_args: dict[str, list[str]]) -> dict[str, str]:
     return {f"{s}.{a[2:].split('=', 1)[0]}": a.split("=", 1)[1] for s in STAGES for a in stage_args[s]}
 
 
-def run(expand_config: str, classify_config: str | None, args: list[str], root: str = "outputs/sweeps",
-        project: str = "diffexpand-sweeps", oracle: str | None = str(DEFAULT_ORACLE)) -> dict:  # fmt: skip
+def run(
+    expand_config: str,
+    classify_config: str | None,
+    args: list[str],
+    root: str = "outputs/sweeps",
+    project: str = "diffexpand-sweeps",
+    oracle: str | None = str(DEFAULT_ORACLE),
+) -> dict:
     """Run the pipeline once; returns the summary metrics."""
     import wandb
 
@@ -63,15 +69,20 @@ def run(expand_config: str, classify_config: str | None, args: list[str], root: 
     run_key = hashlib.sha256(run_spec.encode()).hexdigest()[:12]
     Path(root).mkdir(parents=True, exist_ok=True)
     # Joins the agent's run online (WANDB_RUN_ID is set by `wandb agent`); a fresh offline run otherwise.
-    config = params | {"expand_config": expand_config, "classify_config": classify_config,
-                       "synthetic_set": str(synthetic)}  # fmt: skip
+    config = params | {
+        "expand_config": expand_config,
+        "classify_config": classify_config,
+        "synthetic_set": str(synthetic),
+    }
     run = wandb.init(project=project, dir=root, config=config, reinit="finish_previous")
     callbacks = []
     if oracle:
-        callbacks = ["--trainer.callbacks+=callbacks.set_metrics.SyntheticSetMetrics",
-                     f"--trainer.callbacks.oracle={oracle}"]  # fmt: skip
-    expand.cli_main(["predict", "--config", expand_config, f"--output_dir={synthetic}", *callbacks,
-                     *stage_args["expand"]])  # fmt: skip
+        callbacks = [
+            "--trainer.callbacks+=callbacks.set_metrics.SyntheticSetMetrics",
+            f"--trainer.callbacks.oracle={oracle}",
+        ]
+    expand_args = ["predict", "--config", expand_config, f"--output_dir={synthetic}", *callbacks]
+    expand.cli_main([*expand_args, *stage_args["expand"]])
     summary: dict = {}
     metrics_file = synthetic / "set_metrics.json"
     if metrics_file.exists():
@@ -79,11 +90,16 @@ def run(expand_config: str, classify_config: str | None, args: list[str], root: 
         summary |= {f"set/{k}": metrics[k] for k in ("faithfulness", "diversity") if k in metrics}
         run.log(summary)
     if classify_config:
-        cli = train.cli_main([
-            "fit", "--config", classify_config, f"--data.init_args.synthetic=[{synthetic}]",
+        classify_args = [
+            "fit",
+            "--config",
+            classify_config,
+            f"--data.init_args.synthetic=[{synthetic}]",
             f"--trainer.logger.init_args.save_dir={root}",
-            f"--trainer.default_root_dir={Path(root) / f'classifier-{run_key}'}", *stage_args["classify"],
-        ])  # fmt: skip
+            f"--trainer.default_root_dir={Path(root) / f'classifier-{run_key}'}",
+            *stage_args["classify"],
+        ]
+        cli = train.cli_main(classify_args)
         summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     if wandb.run is not None:  # the classifier's logger closes the run it used
         wandb.run.summary.update(summary)

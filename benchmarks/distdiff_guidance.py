@@ -29,14 +29,17 @@ def run(out: Path, cache: Path, args, guidance: bool):
     import expand
 
     cli_args = [
-        "--config", str(REPO / "configs/expand/distdiff.yaml"), f"--output_dir={out}",
+        "--config",
+        str(REPO / "configs/expand/distdiff.yaml"),
+        f"--output_dir={out}",
         f"--trainer.accelerator={args.accelerator}",
         f"--data.init_args.images_per_class={args.images_per_class}",
-        f"--data.init_args.cache_dir={cache}", f"--model.init_args.method_args.extractor={args.extractor}",
+        f"--data.init_args.cache_dir={cache}",
+        f"--model.init_args.method_args.extractor={args.extractor}",
         f"--model.init_args.method_args.guidance={str(guidance).lower()}",
         f"--data.init_args.batch_size={args.batch_size}",
         *[f"--model.init_args.method_args.{kv}" for kv in args.method_arg],
-    ]  # fmt: skip
+    ]
     cli = expand.cli_main(cli_args, run=False)
     start = time.perf_counter()
     cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
@@ -75,7 +78,7 @@ def validation_pool(per_class: int, shots: int = 5, seed: int = 0):
 def main(argv=None) -> dict:
     from diffexpand.data.fashion_mnist import CLASS_NAMES
     from diffexpand.evaluation.synthetic_quality import frechet_distance, load_synthetic, oracle_outputs
-    from diffexpand.oracle import OracleCNN
+    from diffexpand.oracle_cnn import OracleCNN
     from diffexpand.paths import DEFAULT_ORACLE
 
     parser = argparse.ArgumentParser(
@@ -87,8 +90,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--validation-per-class", type=int, default=1000)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
-    parser.add_argument("--method-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a DistDiff setting, e.g. step_size=1.0 (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a DistDiff setting, e.g. step_size=1.0 (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     oracle = OracleCNN.load(DEFAULT_ORACLE)
@@ -112,9 +120,13 @@ def main(argv=None) -> dict:
                 }
                 for c in sorted(set(labels.tolist()))
             }
-            results[name] = {"seconds": seconds, "images": len(labels), "energy": float(energy.mean()),
-                             "frechet_mean": sum(v["frechet"] for v in per_class.values()) / len(per_class),
-                             "per_class": per_class}  # fmt: skip
+            results[name] = {
+                "seconds": seconds,
+                "images": len(labels),
+                "energy": float(energy.mean()),
+                "frechet_mean": sum(v["frechet"] for v in per_class.values()) / len(per_class),
+                "per_class": per_class,
+            }
     on, off = results["on"], results["off"]
     print(f"{'class':<14}{'energy on':>10}{'energy off':>11}{'Fréchet on':>11}{'Fréchet off':>12}")
     for c in on["per_class"]:
@@ -123,8 +135,10 @@ def main(argv=None) -> dict:
     print(
         f"{'mean':<14}{on['energy']:>10.4f}{off['energy']:>11.4f}{on['frechet_mean']:>11.3f}{off['frechet_mean']:>12.3f}"
     )
-    print(f"time: guidance on {on['seconds']:.1f} s, off {off['seconds']:.1f} s for {on['images']} images "
-          f"(x{on['seconds'] / off['seconds']:.2f})")  # fmt: skip
+    print(
+        f"time: guidance on {on['seconds']:.1f} s, off {off['seconds']:.1f} s for {on['images']} images "
+        f"(x{on['seconds'] / off['seconds']:.2f})"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -51,12 +51,29 @@ from lightning.pytorch.callbacks import Callback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-METHODS = ["txt2img", "real_filter", "real_guidance", "dafusion", "diffaug", "realmix", "diffmix", "diffii",
-           "distdiff"]  # fmt: skip
+METHODS = [
+    "txt2img",
+    "real_filter",
+    "real_guidance",
+    "dafusion",
+    "diffaug",
+    "realmix",
+    "diffmix",
+    "diffii",
+    "distdiff",
+]
 DEFAULT_CONCEPTS = "assets/concepts/fashion_mnist-5shot-seed0"
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1,
-                    "L4": 121.0, "A10": 125.0, "RTX 4090": 165.2}  # fmt: skip
+PEAK_BF16_TFLOPS = {
+    "H100": 989.4,
+    "H200": 989.4,
+    "GH200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+    "L4": 121.0,
+    "A10": 125.0,
+    "RTX 4090": 165.2,
+}
 
 
 def sync(device: torch.device) -> None:
@@ -90,8 +107,10 @@ class StageTimer(Callback):
                 if name == "denoising":
                     self.unet_samples += (args[0] if args else kwargs["sample"]).shape[0]
 
-        self._handles += [module.register_forward_pre_hook(pre, with_kwargs=True),
-                          module.register_forward_hook(post, with_kwargs=True)]  # fmt: skip
+        self._handles += [
+            module.register_forward_pre_hook(pre, with_kwargs=True),
+            module.register_forward_hook(post, with_kwargs=True),
+        ]
 
     def _wrap(self, owner, attribute: str, stage: str, flag_guidance: bool = False):
         original = getattr(owner, attribute)
@@ -118,8 +137,12 @@ class StageTimer(Callback):
         if self.device.type == "cuda":
             self.unet_flops_per_sample = unet_forward_flops(unet, self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        stages = {"denoising": unet, "decode": pl_module.vae.decoder, "encode": pl_module.vae.encoder,
-                  "text_encoder": pl_module.text_encoder}  # fmt: skip
+        stages = {
+            "denoising": unet,
+            "decode": pl_module.vae.decoder,
+            "encode": pl_module.vae.encoder,
+            "text_encoder": pl_module.text_encoder,
+        }
         extractor = getattr(pl_module.method, "feature_extractor", None)
         if extractor is not None:
             stages["features"] = extractor
@@ -213,20 +236,27 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     config = REPO / "configs" / "expand" / f"{method}.yaml"
     per_class = math.ceil(args.naive_images / setup["num_classes"]) if naive else args.images_per_class
     cli_args = [
-        "--config", str(config), f"--output_dir={workdir / tag}",
-        f"--trainer.accelerator={args.accelerator}", "--trainer.enable_progress_bar=false",
+        "--config",
+        str(config),
+        f"--output_dir={workdir / tag}",
+        f"--trainer.accelerator={args.accelerator}",
+        "--trainer.enable_progress_bar=false",
         f"--data.init_args.images_per_class={per_class}",
         f"--data.init_args.batch_size={1 if naive else args.batch_size}",
         f"--data.init_args.cache_dir={workdir / 'cache' / tag}",
-        *setup["cli_args"], *setup["method_args"].get(method, []),
-    ]  # fmt: skip
+        *setup["cli_args"],
+        *setup["method_args"].get(method, []),
+    ]
     if "concepts:" in config.read_text():
         cli_args.append(f"--model.init_args.concepts={setup['concepts']}")
     if naive:  # the official implementations' way: fp16 weights (fp32 on CPU), batch 1, nothing else
         dtype = "float16" if setup["device"].type == "cuda" else "float32"
-        cli_args += [f"--model.init_args.dtype={dtype}", "--model.init_args.autocast=none",
-                     "--model.init_args.channels_last=false",
-                     "--model.init_args.fuse_lora=false"]  # fmt: skip
+        cli_args += [
+            f"--model.init_args.dtype={dtype}",
+            "--model.init_args.autocast=none",
+            "--model.init_args.channels_last=false",
+            "--model.init_args.fuse_lora=false",
+        ]
     else:
         cli_args += [f"--model.init_args.compile={str(args.compile).lower()}", *args.model_arg]
     setup_seconds: dict[str, float] = defaultdict(float)
@@ -244,10 +274,16 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     total = time.perf_counter() - t0
     s = dict(timer.seconds) | dict(setup_seconds)
     images = len(cli.datamodule.records)
-    row = {"method": method, "images": images, "batch_size": 1 if naive else args.batch_size,
-           "loop_s": s["loop"], "setup_s": total - s["loop"] - s.get("inversion", 0.0),
-           "images_per_s": images / s["loop"], "steady_images_per_s": timer.steady_images_per_s(),
-           "stages_s": s}  # fmt: skip
+    row = {
+        "method": method,
+        "images": images,
+        "batch_size": 1 if naive else args.batch_size,
+        "loop_s": s["loop"],
+        "setup_s": total - s["loop"] - s.get("inversion", 0.0),
+        "images_per_s": images / s["loop"],
+        "steady_images_per_s": timer.steady_images_per_s(),
+        "stages_s": s,
+    }
     inside = sum(s.get(k, 0.0) for k in ("denoising", "decode", "encode", "guidance", "write"))
     row["outside_share"] = 1 - inside / s["loop"]
     peak = peak_tflops(setup["device"], args.peak_tflops)
@@ -284,7 +320,7 @@ def prepare_sd15(args, work: Path, device: torch.device) -> dict:
     real = read_dataset("imagefolder", args.real_root, "train")
     model, concepts = work / "sd15-random", work / "sd15-concepts"
     started = time.perf_counter()
-    with torch.device(device):  # random init on the GPU: seconds instead of minutes
+    with torch.device(device):  # random init of SD-sized weights is far quicker on the GPU
         parts = build_tiny_sd(SD15_ARCHITECTURE)
     parts.save_pretrained(model, dtype=torch.float16)
     tokens, width = 4, parts.text_encoder.config.hidden_size
@@ -302,21 +338,30 @@ def prepare_sd15(args, work: Path, device: torch.device) -> dict:
     backbone = work / "resnet50-random.safetensors"
     save_file(timm.create_model("resnet50").state_dict(), backbone)
     distdiff_extractor = json.dumps({"kind": "timm", "model_name": "resnet50", "checkpoint": str(backbone)})
+    distdiff_args = [
+        f"--model.init_args.method_args.extractor={distdiff_extractor}",
+        "--model.init_args.method_args.clustering=agglomerative",
+    ]
     return {
-        "cli_args": [f"--model.init_args.pretrained={model}", "--data.init_args.real.dataset=imagefolder",
-                     f"--data.init_args.real.root={args.real_root}",
-                     f"--data.init_args.real.image_size={args.image_size}",
-                     f"--data.init_args.real.shots={args.shots}"],
-        "concepts": str(concepts), "num_classes": len(real.class_names),
-        "method_args": {"distdiff": [f"--model.init_args.method_args.extractor={distdiff_extractor}",
-                                     "--model.init_args.method_args.clustering=agglomerative"]},
-    }  # fmt: skip
+        "cli_args": [
+            f"--model.init_args.pretrained={model}",
+            "--data.init_args.real.dataset=imagefolder",
+            f"--data.init_args.real.root={args.real_root}",
+            f"--data.init_args.real.image_size={args.image_size}",
+            f"--data.init_args.real.shots={args.shots}",
+        ],
+        "concepts": str(concepts),
+        "num_classes": len(real.class_names),
+        "method_args": {"distdiff": distdiff_args},
+    }
 
 
-HEADER = (f"{'method':<14}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'steady':>8}{'naive':>7}"
-          f"{'ratio':>7}{'setup s':>8}{'invert s':>9}"
-          f"{'denoise%':>9}{'guide%':>7}{'decode%':>8}{'write%':>7}{'outside%':>9}{'MFU%':>6}"
-          f"{'peak GiB':>9}")  # fmt: skip
+HEADER = (
+    f"{'method':<14}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'steady':>8}{'naive':>7}"
+    f"{'ratio':>7}{'setup s':>8}{'invert s':>9}"
+    f"{'denoise%':>9}{'guide%':>7}{'decode%':>8}{'write%':>7}{'outside%':>9}{'MFU%':>6}"
+    f"{'peak GiB':>9}"
+)
 
 
 def format_row(row: dict) -> str:
@@ -328,13 +373,15 @@ def format_row(row: dict) -> str:
     def num(key):
         return row.get(key) or float("nan")
 
-    return (f"{row['method']:<14}{row['images']:>7}{row['images_per_s']:>8.2f}"
-            f"{num('naive_images_per_s'):>7.2f}{num('ratio'):>7.1f}{num('steady_images_per_s'):>8.2f}"
-            f"{num('naive_steady_images_per_s'):>7.2f}{num('steady_ratio'):>7.1f}"
-            f"{row['setup_s']:>8.1f}{s.get('inversion', 0.0):>9.1f}{pct('denoising'):>9.1f}"
-            f"{pct('guidance'):>7.1f}{pct('decode'):>8.1f}{pct('write'):>7.1f}"
-            f"{100 * row['outside_share']:>9.1f}{100 * row.get('mfu', float('nan')):>6.1f}"
-            f"{row.get('peak_gib', float('nan')):>9.2f}")  # fmt: skip
+    return (
+        f"{row['method']:<14}{row['images']:>7}{row['images_per_s']:>8.2f}"
+        f"{num('naive_images_per_s'):>7.2f}{num('ratio'):>7.1f}{num('steady_images_per_s'):>8.2f}"
+        f"{num('naive_steady_images_per_s'):>7.2f}{num('steady_ratio'):>7.1f}"
+        f"{row['setup_s']:>8.1f}{s.get('inversion', 0.0):>9.1f}{pct('denoising'):>9.1f}"
+        f"{pct('guidance'):>7.1f}{pct('decode'):>8.1f}{pct('write'):>7.1f}"
+        f"{100 * row['outside_share']:>9.1f}{100 * row.get('mfu', float('nan')):>6.1f}"
+        f"{row.get('peak_gib', float('nan')):>9.2f}"
+    )
 
 
 def main(argv=None) -> list[dict]:
@@ -348,17 +395,23 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--naive-images", type=int, default=10, help="images the naive batch-1 loop makes")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet forward")
-    parser.add_argument("--model-arg", action="append", default=[],
-                        help="an Expander argument for the batched runs, e.g. "
-                             "--model-arg=--model.init_args.attention=eager")  # fmt: skip
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        help="an Expander argument for the batched runs, e.g. --model-arg=--model.init_args.attention=eager",
+    )
     parser.add_argument("--pretrained", default=None, help="tiny: diffusion model (default: the config's)")
     parser.add_argument("--concepts", default=DEFAULT_CONCEPTS, help="tiny: the concept folder")
     parser.add_argument("--real-root", default=None, help="sd15: imagefolder of real images")
     parser.add_argument("--shots", type=int, default=5, help="sd15: real images per class")
     parser.add_argument("--image-size", type=int, default=512, help="sd15: real image size")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
-    parser.add_argument("--count-syncs", action="store_true",
-                        help="GPU: count implicit host-device syncs in the loop (slows it)")  # fmt: skip
+    parser.add_argument(
+        "--count-syncs",
+        action="store_true",
+        help="GPU: count implicit host-device syncs in the loop (slows it)",
+    )
     parser.add_argument("--profile", type=int, default=0, help="print the N top functions by own time")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
@@ -366,8 +419,10 @@ def main(argv=None) -> list[dict]:
     device = torch.device("cuda" if args.accelerator in {"gpu", "cuda"} else "cpu")
     cpu = f"CPU, {torch.get_num_threads()} threads"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
-    print(f"torch {torch.__version__}, {where}; {args.architecture}, batch {args.batch_size}, "
-          f"{args.images_per_class} images/class, naive loop {args.naive_images} images")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {where}; {args.architecture}, batch {args.batch_size}, "
+        f"{args.images_per_class} images/class, naive loop {args.naive_images} images"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

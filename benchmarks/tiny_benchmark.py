@@ -66,12 +66,19 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     folder = out / "concepts" / f"{shots}shot-seed{seed}"
     if not (folder / "concepts.json").is_file():
         say(f"learning concepts for {shots}-shot seed {seed}")
-        train.cli_main([
-            "fit", "--config", str(REPO / "configs/concept.yaml"), f"--data.init_args.shots={shots}",
-            f"--data.init_args.seed={seed}", f"--model.init_args.output_dir={folder}",
-            f"--trainer.default_root_dir={out / 'runs' / folder.name}", "--trainer.logger=false",
-            "--trainer.callbacks=null", "--trainer.enable_checkpointing=false", *extra,
-        ])  # fmt: skip
+        concept_args = [
+            "fit",
+            "--config",
+            str(REPO / "configs/concept.yaml"),
+            f"--data.init_args.shots={shots}",
+            f"--data.init_args.seed={seed}",
+            f"--model.init_args.output_dir={folder}",
+            f"--trainer.default_root_dir={out / 'runs' / folder.name}",
+            "--trainer.logger=false",
+            "--trainer.callbacks=null",
+            "--trainer.enable_checkpointing=false",
+        ]
+        train.cli_main([*concept_args, *extra])
     return folder
 
 
@@ -79,7 +86,7 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
     """Expand (or reuse) one synthetic set; returns its folder, generation images/s and oracle metrics."""
     import expand
     from diffexpand.evaluation.synthetic_quality import evaluate_set
-    from diffexpand.oracle import OracleCNN
+    from diffexpand.oracle_cnn import OracleCNN
     from diffexpand.paths import DEFAULT_ORACLE
 
     folder = out / "sets" / f"{method}-{shots}shot-seed{seed}"
@@ -88,8 +95,14 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
         return json.loads(info_file.read_text())
     say(f"expanding with {method} ({shots}-shot seed {seed})")
     config = REPO / "configs" / "expand" / f"{method}.yaml"
-    args = ["--config", str(config), f"--output_dir={folder}", f"--data.init_args.real.shots={shots}",
-            f"--data.init_args.real.seed={seed}", f"--data.init_args.cache_dir={out / 'cache'}"]  # fmt: skip
+    args = [
+        "--config",
+        str(config),
+        f"--output_dir={folder}",
+        f"--data.init_args.real.shots={shots}",
+        f"--data.init_args.real.seed={seed}",
+        f"--data.init_args.cache_dir={out / 'cache'}",
+    ]
     if "concepts:" in config.read_text():
         args.append(f"--model.init_args.concepts={concepts}")
     cli = expand.cli_main([*args, *extra], run=False)
@@ -98,8 +111,14 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
     seconds = time.perf_counter() - start
     images = len(cli.datamodule.records)
     quality = evaluate_set(folder, OracleCNN.load(DEFAULT_ORACLE))["oracle"]
-    info = {"folder": str(folder), "images": images, "seconds": seconds, "images_per_s": images / seconds,
-            "faithfulness": quality["faithfulness"], "diversity": quality["diversity"]}  # fmt: skip
+    info = {
+        "folder": str(folder),
+        "images": images,
+        "seconds": seconds,
+        "images_per_s": images / seconds,
+        "faithfulness": quality["faithfulness"],
+        "diversity": quality["diversity"],
+    }
     info_file.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -113,14 +132,21 @@ def classify(
     if result_file.is_file():
         return json.loads(result_file.read_text())["test/acc"]
     say(f"training the classifier: {row} ({shots}-shot seed {seed})")
-    cli = train.cli_main([
-        "fit", "--config", str(REPO / "configs/classifier.yaml"), f"--data.init_args.real.shots={shots}",
-        f"--data.init_args.real.seed={seed}", f"--data.init_args.synthetic=[{synthetic or ''}]",
-        f"--data.init_args.mixing={mixing}", f"--trainer.default_root_dir={out / 'runs'}",
+    classify_args = [
+        "fit",
+        "--config",
+        str(REPO / "configs/classifier.yaml"),
+        f"--data.init_args.real.shots={shots}",
+        f"--data.init_args.real.seed={seed}",
+        f"--data.init_args.synthetic=[{synthetic or ''}]",
+        f"--data.init_args.mixing={mixing}",
+        f"--trainer.default_root_dir={out / 'runs'}",
         f"--trainer.logger.init_args.save_dir={out}",
         f"--trainer.logger.init_args.name={row}-{shots}shot-seed{seed}",
-        "--trainer.enable_checkpointing=false", "--trainer.callbacks=null", *extra,
-    ])  # fmt: skip
+        "--trainer.enable_checkpointing=false",
+        "--trainer.callbacks=null",
+    ]
+    cli = train.cli_main([*classify_args, *extra])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(metrics, indent=1) + "\n")
@@ -130,8 +156,8 @@ def classify(
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str]) -> list[dict]:
     points = []
     for s in SPLIT_RATIOS:
-        info = make_set(out / "curve" / f"s{s}", "diffii", 5, 0, concepts,
-                        [f"--model.init_args.method_args.split_ratio={s}", *extra])  # fmt: skip
+        ratio_arg = f"--model.init_args.method_args.split_ratio={s}"
+        info = make_set(out / "curve" / f"s{s}", "diffii", 5, 0, concepts, [ratio_arg, *extra])
         points.append(
             {"split_ratio": s, "faithfulness": info["faithfulness"], "diversity": info["diversity"]}
         )
@@ -147,8 +173,13 @@ def plot_curve(points: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.5, 3.5))
     ax.plot([p["diversity"] for p in points], [p["faithfulness"] for p in points], "o-")
     for p in points:
-        ax.annotate(f"s={p['split_ratio']}", (p["diversity"], p["faithfulness"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"s={p['split_ratio']}",
+            (p["diversity"], p["faithfulness"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     ax.set_xlabel("diversity (mean pairwise oracle-feature distance)")
     ax.set_ylabel("faithfulness (oracle accuracy)")
     ax.set_title("Diff-II split ratio, 5-shot seed 0")
@@ -191,8 +222,9 @@ def main(argv=None) -> dict:
                 entry["acc"].append(acc)
                 if info:
                     entry["sets"].append(info)
-    curve = split_ratio_curve(out, ensure_concepts(out, 5, 0, args.concept_args), args.expand_args) \
-        if profile["curve"] else []  # fmt: skip
+    curve = []
+    if profile["curve"]:
+        curve = split_ratio_curve(out, ensure_concepts(out, 5, 0, args.concept_args), args.expand_args)
     report = write_report(out, profile, results, curve, time.time() - started, args.profile)
     print(report)
     return {"results": results, "curve": curve}
@@ -209,9 +241,12 @@ def write_report(
     for shots in profile["shots"]:
         original = statistics.mean(results[("Original", shots)]["acc"])
         seeds = len(profile["seeds"])
-        lines += [f"### {shots}-shot ({seeds} seed{'s' if seeds > 1 else ''})", "",
-                  "| method | accuracy % | gain | faithfulness | diversity | images/s |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {shots}-shot ({seeds} seed{'s' if seeds > 1 else ''})",
+            "",
+            "| method | accuracy % | gain | faithfulness | diversity | images/s |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in profile["rows"]:
             entry = results[(row, shots)]
             acc, sets = entry["acc"], entry["sets"]
@@ -223,12 +258,23 @@ def write_report(
             def cell(value, fmt):
                 return format(value, fmt) if value is not None else "—"
 
-            lines.append(f"| {row} | {mean_std(acc)} | {'—' if row == 'Original' else f'{gain:+.2f}'} | "
-                         f"{cell(faith, '.3f')} | {cell(div, '.3f')} | {cell(speed, '.2f')} |")  # fmt: skip
-            rows_csv.append({"shots": shots, "method": row, "acc_mean": statistics.mean(acc),
-                             "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0, "gain": gain / 100,
-                             "faithfulness": faith, "diversity": div, "images_per_s": speed,
-                             "seeds": len(acc)})  # fmt: skip
+            lines.append(
+                f"| {row} | {mean_std(acc)} | {'—' if row == 'Original' else f'{gain:+.2f}'} | "
+                f"{cell(faith, '.3f')} | {cell(div, '.3f')} | {cell(speed, '.2f')} |"
+            )
+            rows_csv.append(
+                {
+                    "shots": shots,
+                    "method": row,
+                    "acc_mean": statistics.mean(acc),
+                    "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                    "gain": gain / 100,
+                    "faithfulness": faith,
+                    "diversity": div,
+                    "images_per_s": speed,
+                    "seeds": len(acc),
+                }
+            )
         lines.append("")
     with (out / "results.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, list(rows_csv[0]))
@@ -246,19 +292,27 @@ def write_report(
     if curve:
         plot_curve(curve, out / "split_ratio.png")
     header = [
-        f"# Tiny benchmark ({name} profile)", "",
+        f"# Tiny benchmark ({name} profile)",
+        "",
         f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
         f"({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}); wall time {seconds / 60:.1f} min.",
         "Fashion-MNIST n-shot subsets on the committed tiny prior, expansion 5x, classifier "
         "configs/classifier.yaml, accuracy on the full 10k test split at the last epoch (mean ± std over "
         "seeds). Faithfulness = oracle accuracy of the synthetic images, diversity = mean pairwise "
-        "oracle-feature distance within a class; images/s = generation on this machine.", "",
-    ]  # fmt: skip
+        "oracle-feature distance within a class; images/s = generation on this machine.",
+        "",
+    ]
     body = header + lines
     if curve:
-        body += ["## Diff-II split ratio (5-shot, seed 0)", "", "![split ratio](split_ratio.png)", "",
-                 "| s | faithfulness | diversity |", "|---|---|---|"]  # fmt: skip
+        body += [
+            "## Diff-II split ratio (5-shot, seed 0)",
+            "",
+            "![split ratio](split_ratio.png)",
+            "",
+            "| s | faithfulness | diversity |",
+            "|---|---|---|",
+        ]
         body += [
             f"| {p['split_ratio']} | {p['faithfulness']:.3f} | {p['diversity']:.3f} |" for p in curve
         ] + [""]

@@ -22,9 +22,6 @@ from PIL import Image
 from diffexpand.manifest import append_manifest, atomic_write_bytes, remove_stale_temporaries
 from diffexpand.preview import contact_sheet
 
-# Keys of a record that are bookkeeping, not something a user of the synthetic set needs.
-_INTERNAL = {"sample_id"}
-
 
 def png_bytes(array) -> bytes:
     buf = io.BytesIO()
@@ -58,13 +55,10 @@ class SyntheticImageWriter(BasePredictionWriter):
     ):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lines, encoded = [], []
-        for image, record in zip(prediction["images"], prediction["records"], strict=True):
-            file_name = f"images/{record['sample_id']}.png"
+        for image, line in zip(prediction["images"], prediction["records"], strict=True):
+            file_name = f"images/{line['id']}.png"
             encoded.append(self._encoders.submit(self._write_image, self.output_dir / file_name, image))
-            lines.append(
-                {"file_name": file_name, "label": record["label"], "id": record["sample_id"]}
-                | {k: v for k, v in record.items() if k not in _INTERNAL | {"label"}}
-            )
+            lines.append({"file_name": file_name} | line)
         self._pending.append(self._committer.submit(self._commit, encoded, lines))
         while len(self._pending) > self.max_pending or (self._pending and self._pending[0].done()):
             self._pending.popleft().result()  # re-raises a failed write (e.g. a full disk) here

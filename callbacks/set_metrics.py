@@ -25,7 +25,7 @@ class SyntheticSetMetrics(Callback):
         if not trainer.is_global_zero:
             return
         from diffexpand.evaluation.synthetic_quality import evaluate_set
-        from diffexpand.oracle import OracleCNN
+        from diffexpand.oracle_cnn import OracleCNN
 
         dm = trainer.datamodule
         folder = Path(dm.hparams.output_dir)

@@ -37,8 +37,18 @@ class EpochSampler(DistributedSampler):
 class TrainSet(Dataset):
     """Items: pixel_values in [-1, 1], label, target (one-hot or soft), source ("real" or set index)."""
 
-    def __init__(self, real: LabeledImages, indices, synthetic: list[SyntheticSet], mixing: str, p: float,
-                 seed: int, size: int, num_classes: int, augment: bool):  # fmt: skip
+    def __init__(
+        self,
+        real: LabeledImages,
+        indices,
+        synthetic: list[SyntheticSet],
+        mixing: str,
+        p: float,
+        seed: int,
+        size: int,
+        num_classes: int,
+        augment: bool,
+    ):
         self.real, self.indices, self.synthetic = real, np.asarray(indices), synthetic
         self.mixing, self.p, self.seed, self.size, self.num_classes = mixing, p, seed, size, num_classes
         # every synthetic image of a class, across sets: the replacement candidates
@@ -49,8 +59,10 @@ class TrainSet(Dataset):
         self.concat = (
             [(s, i) for s, syn in enumerate(synthetic) for i in range(len(syn))] if mixing == "concat" else []
         )
-        self.augment = v2.Compose([v2.RandomCrop(size, padding=size // 8, padding_mode="reflect"),
-                                   v2.RandomHorizontalFlip()]) if augment else None  # fmt: skip
+        self.augment = None
+        if augment:
+            crop = v2.RandomCrop(size, padding=size // 8, padding_mode="reflect")
+            self.augment = v2.Compose([crop, v2.RandomHorizontalFlip()])
 
     def __len__(self) -> int:
         return len(self.indices) + len(self.concat)
@@ -59,8 +71,12 @@ class TrainSet(Dataset):
         syn, record = self.synthetic[s], self.synthetic[s].records[i]
         label = int(record["label"])
         target = soft_target(label, self.num_classes, record.get("soft_label"))
-        return {"pixel_values": image_to_tensor(syn.image(i), self.size), "label": label, "target": target,
-                "source": s}  # fmt: skip
+        return {
+            "pixel_values": image_to_tensor(syn.image(i), self.size),
+            "label": label,
+            "target": target,
+            "source": s,
+        }
 
     def __getitem__(self, item) -> dict:
         index, epoch = item if isinstance(item, tuple) else (item, 0)
@@ -74,8 +90,12 @@ class TrainSet(Dataset):
             if pick is not None:
                 out = self._synthetic_item(*pool[pick])
             else:
-                out = {"pixel_values": image_to_tensor(self.real.image(j), self.size), "label": label,
-                       "target": soft_target(label, self.num_classes), "source": -1}  # fmt: skip
+                out = {
+                    "pixel_values": image_to_tensor(self.real.image(j), self.size),
+                    "label": label,
+                    "target": soft_target(label, self.num_classes),
+                    "source": -1,
+                }
         if self.augment is not None:
             # torchvision draws from the global generator: seed a private copy of it for this item
             with torch.random.fork_rng(devices=[]):
@@ -133,11 +153,22 @@ class ClassificationDataModule(L.LightningDataModule):
         if self._train_data is None:
             a = self._subset_args()
             self._train_data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
-            self.indices = select_subset(self._train_data.labels, a["subset"], a["shots"],
-                                         a["imbalance_factor"], a["seed"], a["max_count"])  # fmt: skip
+            self.indices = select_subset(
+                self._train_data.labels,
+                a["subset"],
+                a["shots"],
+                a["imbalance_factor"],
+                a["seed"],
+                a["max_count"],
+            )
             # every real training image is checked once, before training starts (not kept: "all" subsets)
-            self.indices, _ = checked_subset(self._train_data, self.indices, a["on_bad_image"],
-                                             "data.init_args.real.on_bad_image", keep=False)  # fmt: skip
+            self.indices, _ = checked_subset(
+                self._train_data,
+                self.indices,
+                a["on_bad_image"],
+                "data.init_args.real.on_bad_image",
+                keep=False,
+            )
         return self._train_data
 
     @property
@@ -158,8 +189,17 @@ class ClassificationDataModule(L.LightningDataModule):
         a = self._subset_args()
         if stage in (None, "fit"):
             synthetic = [SyntheticSet.read(f, self.num_classes) for f in hp.synthetic or []]
-            self.train_set = TrainSet(data, self.indices, synthetic, hp.mixing, hp.p, hp.seed, hp.image_size,
-                                      self.num_classes, hp.augment)  # fmt: skip
+            self.train_set = TrainSet(
+                data,
+                self.indices,
+                synthetic,
+                hp.mixing,
+                hp.p,
+                hp.seed,
+                hp.image_size,
+                self.num_classes,
+                hp.augment,
+            )
         if stage in (None, "fit", "validate", "test"):
             test = read_dataset(a["dataset"], a["root"], "test", **(a["reader_args"] or {}))
             if test.class_names != data.class_names:
@@ -172,12 +212,18 @@ class ClassificationDataModule(L.LightningDataModule):
         sampler = EpochSampler(
             self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.hparams.seed
         )
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, sampler=sampler,
-                          num_workers=self.hparams.num_workers, drop_last=False)  # fmt: skip
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            drop_last=False,
+        )
 
     def _eval_loader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=max(self.hparams.batch_size, 256),
-                          num_workers=self.hparams.num_workers)  # fmt: skip
+        return DataLoader(
+            self.test_set, batch_size=max(self.hparams.batch_size, 256), num_workers=self.hparams.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()

@@ -84,9 +84,13 @@ class FashionMNISTDataModule(L.LightningDataModule):
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         hp = self.hparams
         return DataLoader(
-            dataset, batch_size=hp.batch_size, shuffle=shuffle, drop_last=shuffle,
-            num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
-        )  # fmt: skip
+            dataset,
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

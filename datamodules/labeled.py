@@ -58,9 +58,14 @@ class StepBatchSampler(BatchSampler):
     """
 
     def __init__(
-        self, sampler, batch_size: int, seed: int, start_step: int | Callable[[], int], end_step: int,
+        self,
+        sampler,
+        batch_size: int,
+        seed: int,
+        start_step: int | Callable[[], int],
+        end_step: int,
         hflip: bool = True,
-    ):  # fmt: skip
+    ):
         super().__init__(sampler, batch_size, drop_last=True)
         self.num_items = len(getattr(sampler, "dataset", sampler))
         self.rank, self.world = getattr(sampler, "rank", 0), getattr(sampler, "num_replicas", 1)
@@ -138,7 +143,11 @@ class LabeledImageDataModule(L.LightningDataModule):
         if end is None:
             raise ValueError("LabeledImageDataModule trains by steps: set trainer.max_steps")
         sampler = StepBatchSampler(
-            SequentialSampler(self.train_set), hp.batch_size, hp.seed, lambda: trainer.global_step, end,
+            SequentialSampler(self.train_set),
+            hp.batch_size,
+            hp.seed,
+            lambda: trainer.global_step,
+            end,
             hp.hflip,
-        )  # fmt: skip
+        )
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=hp.num_workers)

@@ -31,8 +31,13 @@ def refuse_non_finite(
         )
 
 
-def recompute_non_finite(values: torch.Tensor, recompute: Callable[[torch.Tensor], torch.Tensor],
-                         ids: Sequence[str], what: str, fallback: str) -> torch.Tensor:  # fmt: skip
+def recompute_non_finite(
+    values: torch.Tensor,
+    recompute: Callable[[torch.Tensor], torch.Tensor],
+    ids: Sequence[str],
+    what: str,
+    fallback: str,
+) -> torch.Tensor:
     """Rows of `values` with a NaN or Inf are computed again by `recompute(indices)` (the documented
     fallback, e.g. float32 without autocast) with a warning naming them; rows still not finite stop
     the run with an error naming the images, before anything is cached."""
@@ -43,6 +48,8 @@ def recompute_non_finite(values: torch.Tensor, recompute: Callable[[torch.Tensor
     values = values.clone()
     values[bad] = recompute(bad).to(values.dtype)
     refuse_non_finite(values[bad], [ids[i] for i in bad.tolist()], what, f" even with {fallback}")
-    warnings.warn(f"{what} of {names[:10]} ({len(names)} image(s)) held NaN or Inf; computed again with "
-                  f"{fallback}", stacklevel=2)  # fmt: skip
+    warnings.warn(
+        f"{what} of {names[:10]} ({len(names)} image(s)) held NaN or Inf; computed again with {fallback}",
+        stacklevel=2,
+    )
     return values

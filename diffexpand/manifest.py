@@ -102,8 +102,11 @@ def remove_stale_temporaries(folder: str | Path, older_than: float | None = None
 
 def _clear_disk_error(err: OSError, path: Path, size: int) -> OSError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OSError(err.errno, f"no space left on the device while writing {path} ({size} bytes): "
-                       "free space there, then run the same command again to go on")  # fmt: skip
+        return OSError(
+            err.errno,
+            f"no space left on the device while writing {path} ({size} bytes): "
+            "free space there, then run the same command again to go on",
+        )
     return err
 
 

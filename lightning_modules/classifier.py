@@ -42,8 +42,10 @@ def build_backbone(name: str, num_classes: int, checkpoint: str | None, pretrain
         state = {k: v for k, v in load_state_dict_file(checkpoint).items() if not k.startswith(head)}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or [k for k in missing if not k.startswith(head)]:
-            raise ValueError(f"checkpoint {checkpoint} does not fit {name}: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")  # fmt: skip
+            raise ValueError(
+                f"checkpoint {checkpoint} does not fit {name}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
     return model
 
 
@@ -102,8 +104,11 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss = soft_cross_entropy(self(batch["pixel_values"]), batch["target"], self.hparams.label_smoothing)
         synthetic = (batch["source"] >= 0).float().mean()
-        self.log_dict({"train/loss": loss, "train/synthetic_share": synthetic}, prog_bar=True,
-                      batch_size=len(batch["label"]))  # fmt: skip
+        self.log_dict(
+            {"train/loss": loss, "train/synthetic_share": synthetic},
+            prog_bar=True,
+            batch_size=len(batch["label"]),
+        )
         return loss
 
     # ---- evaluation: the same metrics at validation (every epoch) and test ----------------------

@@ -103,10 +103,11 @@ class ConceptLearner(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        return torch.optim.AdamW([
+        groups = [
             {"params": [self.concepts.weight], "lr": hp.embedding_lr, "weight_decay": 0.0},
             {"params": self.lora_parameters(), "lr": hp.lora_lr, "weight_decay": hp.lora_weight_decay},
-        ])  # fmt: skip
+        ]
+        return torch.optim.AdamW(groups)
 
     # ---- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -121,9 +122,13 @@ class ConceptLearner(L.LightningModule):
         )
         hidden = self.text_encoder(ids)[0]
         loss = noise_prediction_loss(
-            self.unet, latents.to(self.unet.dtype), hidden.to(self.unet.dtype), self.alphas_cumprod,
-            self.parts.scheduler.config.prediction_type, generator=g,
-        )  # fmt: skip
+            self.unet,
+            latents.to(self.unet.dtype),
+            hidden.to(self.unet.dtype),
+            self.alphas_cumprod,
+            self.parts.scheduler.config.prediction_type,
+            generator=g,
+        )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -135,9 +140,14 @@ class ConceptLearner(L.LightningModule):
     # ---- export ---------------------------------------------------------------------------------
     def export(self, folder) -> None:
         save_concepts(
-            folder, self.concepts.weight, self.class_names, self.metaclasses, self.hparams.prompt_template,
-            str(self.hparams.pretrained), lora_layers_for_saving(self.unet),
-        )  # fmt: skip
+            folder,
+            self.concepts.weight,
+            self.class_names,
+            self.metaclasses,
+            self.hparams.prompt_template,
+            str(self.hparams.pretrained),
+            lora_layers_for_saving(self.unet),
+        )
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.hparams.output_dir:

@@ -112,7 +112,8 @@ class TinyPriorTrainer(L.LightningModule):
         vae_sched, diff_sched = self.lr_schedulers()
         images = batch["pixel_values"]
         if self.in_vae_stage:
-            # The VAE costs twice the UNet per image on a CPU, and needs fewer images to converge.
+            # A smaller batch than the UNet stage's: the VAE costs more than the UNet per image on a CPU
+            # (docs/measurements/2026-11-22.md), and needs fewer images to converge.
             losses = vae_loss(self.vae, images[: self.hparams.vae_batch_size], self.hparams.kl_weight)
             vae_opt.zero_grad()
             self.manual_backward(losses["loss"])
@@ -125,9 +126,12 @@ class TinyPriorTrainer(L.LightningModule):
         drop = torch.rand(len(images)) < self.hparams.caption_dropout
         captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist(), strict=True)]
         loss = noise_prediction_loss(
-            self.unet, latents, self._encode_captions(captions), self.alphas_cumprod,
+            self.unet,
+            latents,
+            self._encode_captions(captions),
+            self.alphas_cumprod,
             self.parts.scheduler.config.prediction_type,
-        )  # fmt: skip
+        )
         diff_opt.zero_grad()
         self.manual_backward(loss)
         torch.nn.utils.clip_grad_norm_([*self.unet.parameters(), *self.text_encoder.parameters()], 1.0)

@@ -10,7 +10,7 @@ from diffexpand.methods.txt2img import Txt2Img
 from diffexpand.models import load_sd_components
 from diffexpand.models.text import encode_prompts
 from diffexpand.models.vae import encode_images
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE, DEFAULT_PRIOR
 from diffexpand.sampling import Schedule, cfg_model_fn, ddim_invert, ddim_sample
 

@@ -15,8 +15,8 @@ from diffexpand.sampling import (
     ddim_invert,
     ddim_sample,
     ddim_step,
+    lambda_from_fraction,
     predict_x0_eps,
-    sample_lambda,
     sdedit_start_index,
     spherical_inter_extrapolate,
 )
@@ -189,10 +189,16 @@ def test_result_stays_on_the_great_circle():
         torch.testing.assert_close(walked, expected, atol=1e-4, rtol=0)
 
 
+def _lambda(a: torch.Tensor, b: torch.Tensor, seed: int) -> torch.Tensor:
+    """λ ~ U[0, 2π/α] per pair, as Diff-II draws it (a planned fraction, then the pair's angle)."""
+    fraction = torch.rand(len(a), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return lambda_from_fraction(fraction, angle_between(a, b))
+
+
 def test_interpolated_gaussians_keep_unit_variance():
     """Independent N(0, I) latents of SD size stay N(0, I)-like for any λ (statistical test)."""
     a, b = _pair(n=64, shape=(4, 64, 64), seed=1)
-    lam = sample_lambda(a, b, torch.Generator().manual_seed(2))
+    lam = _lambda(a, b, seed=2)
     z = spherical_inter_extrapolate(a, b, lam)
     per_sample_var = z.flatten(1).var(dim=1)
     # each sample has 16384 values: the variance estimate's standard error is about 0.011
@@ -202,7 +208,7 @@ def test_interpolated_gaussians_keep_unit_variance():
 
 def test_lambda_covers_interpolation_and_extrapolation():
     a, b = _pair(n=2000, shape=(4, 8, 8), seed=3)
-    lam = sample_lambda(a, b, torch.Generator().manual_seed(4))
+    lam = _lambda(a, b, seed=4)
     alpha = angle_between(a, b)
     assert (lam >= 0).all() and (lam <= 2 * math.pi / alpha + 1e-9).all()
     walked = torch.remainder(lam * alpha, 2 * math.pi)

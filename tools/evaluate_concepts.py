@@ -17,7 +17,7 @@ from torchvision.utils import make_grid, save_image
 from diffexpand.concepts import apply_concepts, read_concepts
 from diffexpand.evaluation.concept_quality import fine_class_accuracy
 from diffexpand.models import load_sd_components
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 
 

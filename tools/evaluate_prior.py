@@ -20,7 +20,7 @@ from datamodules.fashion_mnist import resize_uint8
 from diffexpand.data.fashion_mnist import METACLASSES, load_fashion_mnist
 from diffexpand.evaluation.prior_quality import metaclass_accuracy, vae_reconstruction_psnr
 from diffexpand.models import load_sd_components
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE, DEFAULT_PRIOR
 
 
@@ -53,9 +53,11 @@ def main(argv=None) -> dict:
         "metaclass_accuracy_mean": sum(accuracy.values()) / len(accuracy),
         "vae_psnr_test_db": vae_reconstruction_psnr(parts.vae, test),
         "oracle_test_accuracy": oracle_test_acc,
-        "samples_per_metaclass": args.n, "ddim_steps": args.steps, "guidance_scale": args.guidance,
+        "samples_per_metaclass": args.n,
+        "ddim_steps": args.steps,
+        "guidance_scale": args.guidance,
         "sampling_seconds": round(sampling_seconds, 1),
-    }  # fmt: skip
+    }
     grid = torch.cat([samples[m][:12] for m in METACLASSES])
     grid = torch.nn.functional.interpolate((grid + 1) / 2, scale_factor=3, mode="nearest")
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import torch
 
 from diffexpand.evaluation.synthetic_quality import evaluate_set
 from diffexpand.manifest import read_manifest
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 
 
@@ -39,8 +39,12 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--oracle", default=str(DEFAULT_ORACLE))
-    parser.add_argument("--real-test", type=int, default=2000,
-                        help="Fashion-MNIST test images for the Fréchet distance (0: skip)")  # fmt: skip
+    parser.add_argument(
+        "--real-test",
+        type=int,
+        default=2000,
+        help="Fashion-MNIST test images for the Fréchet distance (0: skip)",
+    )
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle metrics (other datasets)")
     parser.add_argument("--clip", default=None, help="CLIP model folder or hub id for the CLIP score")
     parser.add_argument("--lpips", default=None, help="LPIPS backbone (alex, vgg, squeeze) for diversity")
@@ -63,10 +67,12 @@ def main(argv=None) -> dict:
         def cell(value, width):
             return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
 
-        print(f"{Path(folder).name:<28} {result['images']:>7} {cell(o.get('faithfulness'), 13)} "
-              f"{cell(o.get('diversity'), 10)} {cell(o.get('frechet_distance'), 8)} "
-              f"{cell(result.get('clip_score', {}).get('mean'), 7)} "
-              f"{cell(result.get('lpips_diversity', {}).get('mean'), 7)}")  # fmt: skip
+        print(
+            f"{Path(folder).name:<28} {result['images']:>7} {cell(o.get('faithfulness'), 13)} "
+            f"{cell(o.get('diversity'), 10)} {cell(o.get('frechet_distance'), 8)} "
+            f"{cell(result.get('clip_score', {}).get('mean'), 7)} "
+            f"{cell(result.get('lpips_diversity', {}).get('mean'), 7)}"
+        )
         results[folder] = result
     return results
 

@@ -84,11 +84,20 @@ def run_sweep(path, count: int, out: Path, extra: list[str]) -> list[dict]:
         params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}  # numpy scalars
         print(f"[{i + 1}/{count}] {params}", flush=True)
         args = fixed["args"] + [as_argument(k, v) for k, v in params.items()] + extra
-        summary = sweep.run(fixed["expand_config"], fixed["classify_config"], args, root=str(out),
-                            project=f"sweep-{Path(path).stem}")  # fmt: skip
+        summary = sweep.run(
+            fixed["expand_config"],
+            fixed["classify_config"],
+            args,
+            root=str(out),
+            project=f"sweep-{Path(path).stem}",
+        )
         value = summary.get(metric)
-        done = sweeps.SweepRun(name=f"run{i}", state=sweeps.RunState.finished, config=proposal.config,
-                               summaryMetrics={metric: value} if value is not None else {})  # fmt: skip
+        done = sweeps.SweepRun(
+            name=f"run{i}",
+            state=sweeps.RunState.finished,
+            config=proposal.config,
+            summaryMetrics={metric: value} if value is not None else {},
+        )
         runs.append(done)
         rows.append(params | {metric: value})
     rows.sort(key=lambda r: _sort_key(r, metric, goal))

@@ -34,8 +34,10 @@ class SyntheticSet:
                 )
             soft = r.get("soft_label")
             if soft is not None and len(soft) != num_classes:
-                raise ValueError(f"{folder}: soft_label of {r.get('id', i)} has {len(soft)} entries, "
-                                 f"the dataset {num_classes} classes")  # fmt: skip
+                raise ValueError(
+                    f"{folder}: soft_label of {r.get('id', i)} has {len(soft)} entries, "
+                    f"the dataset {num_classes} classes"
+                )
             by_class.setdefault(label, []).append(i)
         return cls(folder, records, by_class)
 

@@ -57,9 +57,14 @@ class ConceptSet:
 
 
 def save_concepts(
-    folder, embeddings: torch.Tensor, class_names, metaclasses, prompt_template: str, base_model: str,
+    folder,
+    embeddings: torch.Tensor,
+    class_names,
+    metaclasses,
+    prompt_template: str,
+    base_model: str,
     lora_layers: dict | None,
-) -> None:  # fmt: skip
+) -> None:
     folder = Path(folder)
     (folder / "embeddings").mkdir(parents=True, exist_ok=True)
     n = embeddings.shape[1]
@@ -68,8 +73,15 @@ def save_concepts(
         token = placeholder_tokens(c, 1)[0]
         file = f"embeddings/class_{c}.safetensors"
         save_file({token: embeddings[c].detach().float().cpu().contiguous()}, folder / file)
-        classes.append({"index": c, "name": name, "tokens": placeholder_tokens(c, n),
-                        "metaclass": metaclasses[c], "embedding_file": file})  # fmt: skip
+        classes.append(
+            {
+                "index": c,
+                "name": name,
+                "tokens": placeholder_tokens(c, n),
+                "metaclass": metaclasses[c],
+                "embedding_file": file,
+            }
+        )
     if lora_layers is not None:
         from diffusers import StableDiffusionPipeline
 
@@ -93,9 +105,13 @@ def read_concepts(folder) -> ConceptSet:
     meta = json.loads(path.read_text())
     classes = sorted(meta["classes"], key=lambda c: c["index"])
     return ConceptSet(
-        folder, [c["name"] for c in classes], [c["metaclass"] for c in classes], meta["tokens_per_class"],
-        meta["prompt_template"], meta["base_model"],
-    )  # fmt: skip
+        folder,
+        [c["name"] for c in classes],
+        [c["metaclass"] for c in classes],
+        meta["tokens_per_class"],
+        meta["prompt_template"],
+        meta["base_model"],
+    )
 
 
 def apply_concepts(parts, folder, class_names: list[str] | None = None, lora: bool = True) -> ConceptSet:
@@ -104,8 +120,9 @@ def apply_concepts(parts, folder, class_names: list[str] | None = None, lora: bo
     concepts = read_concepts(folder)
     if class_names is not None:
         concepts.check_matches(class_names)
-    ids = add_placeholder_tokens(parts.tokenizer, parts.text_encoder, len(concepts.class_names),
-                                 concepts.tokens_per_class)  # fmt: skip
+    ids = add_placeholder_tokens(
+        parts.tokenizer, parts.text_encoder, len(concepts.class_names), concepts.tokens_per_class
+    )
     table = parts.text_encoder.get_input_embeddings().weight
     with torch.no_grad():
         for c in range(len(concepts.class_names)):

@@ -12,9 +12,11 @@ def add_shared_lora(unet, rank: int = 10, alpha: float | None = None, targets=DE
     if rank < 1:
         raise ValueError(f"lora rank must be >= 1, got {rank}")
     config = LoraConfig(
-        r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
+        r=rank,
+        lora_alpha=alpha if alpha is not None else rank,
+        init_lora_weights="gaussian",
         target_modules=list(targets),
-    )  # fmt: skip
+    )
     unet.add_adapter(config)
 
 

@@ -13,14 +13,21 @@ import numpy as np
 
 from .idx import read_idx
 
-CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
-METACLASS_OF_CLASS = (
-    "top", "trousers", "top", "dress", "top",
-    "shoe", "top", "shoe", "bag", "shoe",
-)  # fmt: skip
+# (fine class, its metaclass) in label order
+_CLASSES = (
+    ("T-shirt/top", "top"),
+    ("Trouser", "trousers"),
+    ("Pullover", "top"),
+    ("Dress", "dress"),
+    ("Coat", "top"),
+    ("Sandal", "shoe"),
+    ("Shirt", "top"),
+    ("Sneaker", "shoe"),
+    ("Bag", "bag"),
+    ("Ankle boot", "shoe"),
+)
+CLASS_NAMES = tuple(name for name, _ in _CLASSES)
+METACLASS_OF_CLASS = tuple(metaclass for _, metaclass in _CLASSES)
 METACLASSES = ("top", "trousers", "dress", "shoe", "bag")
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {

@@ -75,9 +75,13 @@ def _from_files(name, files, labels, classes, metaclass, root) -> LabeledImages:
     root = Path(root)
     ids = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
     return LabeledImages(
-        name, list(classes), [metaclass] * len(classes), np.asarray(labels, dtype=np.int64), ids,
+        name,
+        list(classes),
+        [metaclass] * len(classes),
+        np.asarray(labels, dtype=np.int64),
+        ids,
         lambda i: load_rgb(files[i]),
-    )  # fmt: skip
+    )
 
 
 def _torchvision(name: str, cls_name: str, root, download: bool, how: str, **kwargs):
@@ -103,10 +107,13 @@ def _torchvision(name: str, cls_name: str, root, download: bool, how: str, **kwa
 def fashion_mnist(root, split, **_) -> LabeledImages:
     images, labels = load_fashion_mnist(split, root)
     return LabeledImages(
-        "fashion_mnist", list(FASHION_CLASSES), list(FASHION_METACLASSES), labels,
+        "fashion_mnist",
+        list(FASHION_CLASSES),
+        list(FASHION_METACLASSES),
+        labels,
         [f"{split}/{i:05d}" for i in range(len(labels))],
         lambda i: Image.fromarray(images[i]).convert("RGB"),
-    )  # fmt: skip
+    )
 
 
 @register_reader("imagefolder")
@@ -190,9 +197,14 @@ def _tv_reader(name, cls_name, metaclass, split_names, files_attr, labels_attr, 
 
 
 _tv_reader(
-    "aircraft", "FGVCAircraft", "aircraft", {"train": "trainval", "test": "test"}, "_image_files", "_labels",
+    "aircraft",
+    "FGVCAircraft",
+    "aircraft",
+    {"train": "trainval", "test": "test"},
+    "_image_files",
+    "_labels",
     {"annotation_level": "variant"},
-)  # fmt: skip
+)
 _tv_reader("pets", "OxfordIIITPet", "animal", {"train": "trainval", "test": "test"}, "_images", "_labels")
 _tv_reader("flowers", "Flowers102", "flower", {"train": "train", "test": "test"}, "_image_files", "_labels")
 _tv_reader("dtd", "DTD", "texture", {"train": "train", "test": "test"}, "_image_files", "_labels")

@@ -60,8 +60,14 @@ def long_tail_indices(labels, imbalance_factor: float, seed: int, max_count: int
     return np.sort(np.concatenate(chosen))
 
 
-def select_subset(labels, subset: str, shots: int = 5, imbalance_factor: float = 100.0, seed: int = 0,
-                  max_count: int | None = None) -> np.ndarray:  # fmt: skip
+def select_subset(
+    labels,
+    subset: str,
+    shots: int = 5,
+    imbalance_factor: float = 100.0,
+    seed: int = 0,
+    max_count: int | None = None,
+) -> np.ndarray:
     if subset == "few_shot":
         return few_shot_indices(labels, shots, seed)
     if subset == "long_tail":

@@ -12,9 +12,15 @@ from .prior_quality import generate_for_prompt
 
 @torch.no_grad()
 def fine_class_accuracy(
-    parts, oracle, concepts, n_per_class: int = 200, steps: int = 25, guidance: float = 7.5, seed: int = 0,
+    parts,
+    oracle,
+    concepts,
+    n_per_class: int = 200,
+    steps: int = 25,
+    guidance: float = 7.5,
+    seed: int = 0,
     base_parts=None,
-) -> dict:  # fmt: skip
+) -> dict:
     learned, metaclass_only, base, samples = [], [], [], {}
     for c, name in enumerate(concepts.class_names):
         plain_prompt = f"a photo of a {concepts.metaclasses[c]}"

@@ -37,9 +37,14 @@ def generate_for_prompt(
 
 @torch.no_grad()
 def metaclass_accuracy(
-    parts, oracle, n_per_metaclass: int = 200, steps: int = 25, guidance: float = 7.5, seed: int = 0,
+    parts,
+    oracle,
+    n_per_metaclass: int = 200,
+    steps: int = 25,
+    guidance: float = 7.5,
+    seed: int = 0,
     template: str = "a photo of a {}",
-) -> tuple[dict[str, float], dict[str, torch.Tensor]]:  # fmt: skip
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Fraction of samples of "a photo of a {metaclass}" that the oracle puts in a fine class inside
     that metaclass, per metaclass; also returns the samples."""
     accuracy, samples = {}, {}

@@ -45,9 +45,11 @@ def _uint8(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clip_score_per_class(
-    images: torch.Tensor, labels: torch.Tensor, prompts: list[str],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    prompts: list[str],
     model: str | Callable = "openai/clip-vit-large-patch14",
-) -> dict[int, float]:  # fmt: skip
+) -> dict[int, float]:
     """Mean CLIP score per class of images (in [-1, 1]) against their class prompt. `model`: a hub id
     or local folder of a transformers CLIP model, or a callable returning (model, processor)."""
     from torchmetrics.multimodal.clip_score import CLIPScore
@@ -88,8 +90,9 @@ def build_lpips(net: str = "alex", random_backbone: bool = False):
 
 
 @torch.no_grad()
-def lpips_diversity(images: torch.Tensor, labels: torch.Tensor, model, max_pairs: int = 300,
-                    seed: int = 0) -> dict[int, float]:  # fmt: skip
+def lpips_diversity(
+    images: torch.Tensor, labels: torch.Tensor, model, max_pairs: int = 300, seed: int = 0
+) -> dict[int, float]:
     """Mean pairwise LPIPS between images of each class (at most `max_pairs` seeded pairs per class)."""
     out = {}
     for c in sorted(set(labels.tolist())):
@@ -108,8 +111,13 @@ def lpips_diversity(images: torch.Tensor, labels: torch.Tensor, model, max_pairs
 
 
 @torch.no_grad()
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, feature: int | torch.nn.Module = 2048,
-            weights_path: str | None = None, kid_subset: int = 50) -> dict[str, float]:  # fmt: skip
+def fid_kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    feature: int | torch.nn.Module = 2048,
+    weights_path: str | None = None,
+    kid_subset: int = 50,
+) -> dict[str, float]:
     """FID and KID between real and synthetic images (both in [-1, 1]). `feature`: an InceptionV3
     feature size (needs torch-fidelity's weights: `weights_path` offline) or any module mapping
     uint8 images to features."""

@@ -63,8 +63,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
-def synthetic_quality(oracle, images: torch.Tensor, labels: torch.Tensor,
-                      real_images: torch.Tensor | None = None) -> dict:  # fmt: skip
+def synthetic_quality(
+    oracle, images: torch.Tensor, labels: torch.Tensor, real_images: torch.Tensor | None = None
+) -> dict:
     logits, feats = oracle_outputs(oracle, images)
     correct = (logits.argmax(1) == labels).float()
     classes = sorted(set(labels.tolist()))
@@ -88,8 +89,14 @@ def synthetic_quality(oracle, images: torch.Tensor, labels: torch.Tensor,
     return result
 
 
-def evaluate_set(folder, oracle=None, class_prompts: list[str] | None = None, clip_model=None,
-                 lpips_net: str | None = None, real_images: torch.Tensor | None = None) -> dict:  # fmt: skip
+def evaluate_set(
+    folder,
+    oracle=None,
+    class_prompts: list[str] | None = None,
+    clip_model=None,
+    lpips_net: str | None = None,
+    real_images: torch.Tensor | None = None,
+) -> dict:
     """Every configured metric of one synthetic-set folder: oracle faithfulness / diversity / Fréchet
     distance (with `oracle`), CLIP score against the class prompts (with `clip_model`), LPIPS
     diversity (with `lpips_net`)."""

@@ -21,7 +21,7 @@ def build_extractor(spec: str | dict) -> FeatureExtractor:
     if kind == "oracle":
         from diffexpand.paths import DEFAULT_ORACLE
 
-        from .oracle import OracleFeatures
+        from .oracle_features import OracleFeatures
 
         return OracleFeatures(args.pop("path", DEFAULT_ORACLE), **args)
     if kind == "timm":

@@ -32,9 +32,12 @@ class FeatureExtractor(nn.Module):
         if x.shape[-2:] != (self.input_size, self.input_size):
             # antialias keeps downscaling faithful; bicubic/bilinear as the backbone was trained
             x = nn.functional.interpolate(
-                x, size=(self.input_size, self.input_size), mode=self.interpolation,
-                antialias=True, align_corners=False,
-            )  # fmt: skip
+                x,
+                size=(self.input_size, self.input_size),
+                mode=self.interpolation,
+                antialias=True,
+                align_corners=False,
+            )
         return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

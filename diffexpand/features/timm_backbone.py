@@ -60,14 +60,20 @@ def lite0_package_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class TimmFeatures(FeatureExtractor):
-    def __init__(self, model_name: str = "tf_efficientnet_lite0", checkpoint: str | None = None,
-                 pretrained: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        model_name: str = "tf_efficientnet_lite0",
+        checkpoint: str | None = None,
+        pretrained: bool = False,
+    ):
         import timm
 
         if checkpoint is None and not pretrained:
             if model_name != "tf_efficientnet_lite0":
-                raise ValueError(f"timm extractor {model_name!r} needs weights: a local `checkpoint` or "
-                                 "pretrained=True (random features would guide nothing)")  # fmt: skip
+                raise ValueError(
+                    f"timm extractor {model_name!r} needs weights: a local `checkpoint` or "
+                    "pretrained=True (random features would guide nothing)"
+                )
             checkpoint = LITE0_PACKAGE
 
         try:
@@ -91,16 +97,22 @@ class TimmFeatures(FeatureExtractor):
             state = {k: v for k, v in load_state_dict_file(checkpoint).items() if not k.startswith(head)}
             missing, unexpected = model.load_state_dict(state, strict=False)
             if missing or unexpected:
-                raise ValueError(f"checkpoint {checkpoint} does not fit {model_name}: missing {missing[:5]}, "
-                                 f"unexpected {unexpected[:5]}")  # fmt: skip
+                raise ValueError(
+                    f"checkpoint {checkpoint} does not fit {model_name}: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}"
+                )
         cfg = timm.data.resolve_data_config({}, model=model)
         super().__init__(cfg["mean"], cfg["std"])
         self.input_size = int(cfg["input_size"][-1])
         self.interpolation = "bicubic" if cfg.get("interpolation") == "bicubic" else "bilinear"
         self.model = model.eval()
         local = Path(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
-        self._fingerprint = cache_key(model=model_name, checkpoint=checkpoint, pretrained=pretrained,
-                                      size=local.stat().st_size if local else None)  # fmt: skip
+        self._fingerprint = cache_key(
+            model=model_name,
+            checkpoint=checkpoint,
+            pretrained=pretrained,
+            size=local.stat().st_size if local else None,
+        )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

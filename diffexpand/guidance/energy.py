@@ -29,10 +29,14 @@ DISTANCES = ("l2", "cosine")
 
 
 def prototype_energy(
-    features: torch.Tensor, class_prototypes: torch.Tensor, group_prototypes: torch.Tensor | None,
-    class_weight: float = 1.0, group_weight: float = 1.0, distance: str = "l2",
+    features: torch.Tensor,
+    class_prototypes: torch.Tensor,
+    group_prototypes: torch.Tensor | None,
+    class_weight: float = 1.0,
+    group_weight: float = 1.0,
+    distance: str = "l2",
     normalize_features: bool = False,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Per-sample energy (B,) of features (B, D) against class prototypes (B, D) and group prototypes
     (B, K, D), or None for the class term only. Prototypes are L2-normalised here.
 
@@ -96,9 +100,11 @@ class EnergyGuidance:
         return [torch.zeros_like(latents, dtype=torch.float32)]
 
     def apply(
-        self, latents: torch.Tensor, energy_of: Callable[[torch.Tensor], torch.Tensor],
+        self,
+        latents: torch.Tensor,
+        energy_of: Callable[[torch.Tensor], torch.Tensor],
         start: list[torch.Tensor] | None = None,
-    ) -> GuidanceResult:  # fmt: skip
+    ) -> GuidanceResult:
         """Guide `latents`; `energy_of(z)` maps candidate latents at this step to per-sample energies.
         `start`: (α, β) of shape (B, C) for the residual variant."""
         z = latents.detach().float()
@@ -114,8 +120,10 @@ class EnergyGuidance:
             finite = torch.stack([g.flatten(1).isfinite().all(1) for g in grads]).all(0)
             failed |= ~finite | ~energy.detach().isfinite()
             off = failed.view(-1, 1, 1, 1)  # params are (B, C, 1, 1) or (B, C, H, W)
-            params = [p - self.step_size * torch.where(off, 0.0, torch.nan_to_num(g))
-                      for p, g in zip(params, grads, strict=True)]  # fmt: skip
+            params = [
+                p - self.step_size * torch.where(off, 0.0, torch.nan_to_num(g))
+                for p, g in zip(params, grads, strict=True)
+            ]
             if self.variant != "residual":
                 params = [p.clamp(-self.bound, self.bound) for p in params]
         params = [p.detach() for p in params]

@@ -47,7 +47,7 @@ def kmeans_groups(features: np.ndarray, k: int, seed: int, niter: int = 50, gpu:
         nredo=10,
         verbose=False,
         gpu=gpu,
-    )  # fmt: skip  (best of 10 seeded restarts)
+    )  # best of 10 seeded restarts
     km.train(x)
     _, labels = km.index.search(x, 1)
     return labels[:, 0]
@@ -85,9 +85,12 @@ def group_prototypes(
 
 
 def hierarchical_prototypes(
-    features_by_class: dict[int, torch.Tensor], k: int, clustering: str = "kmeans", seed: int = 0,
+    features_by_class: dict[int, torch.Tensor],
+    k: int,
+    clustering: str = "kmeans",
+    seed: int = 0,
     class_names: list[str] | None = None,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """{class: (class prototype (D,), group prototypes (K, D))}. Classes with fewer than K images get
     one group per image, with a single warning naming them. Group tensors are padded to K rows by
     repeating the last centre, which leaves nearest-group distances unchanged and lets records stack."""

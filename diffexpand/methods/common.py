@@ -13,6 +13,8 @@ from diffexpand.models.vae import decode_latents
 from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
 from diffexpand.seeding import seeded_randn
 
+from .record import Record
+
 
 @dataclass
 class PlanContext:
@@ -40,15 +42,15 @@ def latent_shape(parts) -> tuple[int, int, int]:
     return (parts.unet.config.in_channels, size, size)
 
 
-def initial_noise(parts, records: list[dict], stream: str = "noise") -> torch.Tensor:
+def initial_noise(parts, records: list[Record], stream: str = "noise") -> torch.Tensor:
     """Per-sample N(0, I) latents from each record's seed (`stream` separates independent draws)."""
     seeds = stream_seeds(records, stream)
     return seeded_randn(seeds, latent_shape(parts), parts.unet.device, parts.unet.dtype)
 
 
-def stream_seeds(records: list[dict], stream: str) -> list[int]:
+def stream_seeds(records: list[Record], stream: str) -> list[int]:
     """One seed per record for the named random stream, a function of (record seed, stream name)."""
-    return [int(np.random.default_rng([r["seed"], hash_stream(stream)]).integers(2**62)) for r in records]
+    return [int(np.random.default_rng([r.seed, hash_stream(stream)]).integers(2**62)) for r in records]
 
 
 def hash_stream(name: str) -> int:
@@ -71,11 +73,16 @@ def conditions(parts, prompts: list[str], negative_prompt: str = "") -> tuple[to
 
 @torch.no_grad()
 def sdedit(
-    parts, source_latents: torch.Tensor, records: list[dict], prompts: list[str], strengths: list[float],
-    steps: int, guidance: float, negative_prompt: str = "",
-) -> torch.Tensor:  # fmt: skip
+    parts,
+    source_latents: torch.Tensor,
+    records: list[Record],
+    strengths: list[float],
+    steps: int,
+    guidance: float,
+    negative_prompt: str = "",
+) -> torch.Tensor:
     """SDEdit (Meng et al. 2022): noise each source latent to its strength's step, then DDIM-denoise
-    with its prompt. Samples are grouped by start step, so one batch may mix strengths."""
+    with its record's prompt. Samples are grouped by start step, so one batch may mix strengths."""
     schedule = Schedule.from_scheduler(parts.scheduler, steps)
     starts = [sdedit_start_index(s, steps) for s in strengths]
     noise = initial_noise(parts, records, "sdedit")
@@ -86,7 +93,7 @@ def sdedit(
             continue
         sub = torch.tensor(idx, device=out.device)
         x = add_noise(source_latents[sub], noise[sub], schedule.alpha(start))
-        cond, uncond = conditions(parts, [prompts[i] for i in idx], negative_prompt)
+        cond, uncond = conditions(parts, [records[i]["prompt"] for i in idx], negative_prompt)
         out[sub] = ddim_sample(cfg_model_fn(parts.unet, cond, uncond, guidance), x, schedule, start)
     return out
 

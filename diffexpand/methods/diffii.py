@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffexpand.finite import recompute_non_finite
 from diffexpand.sampling import Schedule, angle_between, cfg_model_fn, ddim_invert, ddim_sample
-from diffexpand.sampling.interpolation import spherical_inter_extrapolate
+from diffexpand.sampling.interpolation import lambda_from_fraction, spherical_inter_extrapolate
 from diffexpand.suffixes import resolve_suffixes
 
-from .base import ExpansionMethod, stack
+from .base import ExpansionMethod, class_members
 from .common import conditions, decode, initial_noise
+from .inputs import AUTOCAST_OFF, Workspace, by_id, real_latents
+from .record import Batch, Generated, Record
 from .registry import register_method
 
 
@@ -39,6 +42,38 @@ def invert_latents(
     cond, uncond = conditions(parts, prompts)
     schedule = Schedule.from_scheduler(parts.scheduler, steps)
     return ddim_invert(cfg_model_fn(parts.unet, cond, uncond, guidance), latents, schedule)
+
+
+def inversion_pool(ws: Workspace, latents: dict[str, torch.Tensor], steps: int, guidance: float) -> dict:
+    """DDIM inversions of every real image's latent under its class's prompt, by id (cached; the key
+    covers the model and concept folder, the ids, the prompts and the inversion settings)."""
+    ids, model = list(latents), ws.model
+    label_of = {sid: c for c, members in enumerate(ws.ctx.source_ids) for sid in members}
+    prompts = [ws.ctx.class_prompts[label_of[sid]] for sid in ids]
+    settings = [steps, guidance]
+
+    def build():
+        stacked, device = torch.stack([latents[s] for s in ids]), model.device()
+        dtype = model.parts.unet.dtype
+
+        def invert(rows: torch.Tensor) -> torch.Tensor:
+            chunk = stacked[rows.cpu()].to(device, dtype)
+            return invert_latents(model.parts, chunk, [prompts[i] for i in rows.tolist()], *settings).float()
+
+        with model.precision(device):
+            inverted = torch.cat([invert(rows) for rows in torch.arange(len(ids)).split(ws.batch_size)])
+
+        def without_autocast(rows: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, enabled=False):
+                return invert(rows)
+
+        return {
+            "inversions": recompute_non_finite(inverted, without_autocast, ids, "Inversions", AUTOCAST_OFF)
+        }
+
+    fingerprint = model.fingerprint()
+    cached = ws.cached("inversions", build, model=fingerprint, ids=ids, prompts=prompts, settings=settings)
+    return by_id(ids, cached["inversions"])
 
 
 def check_split_ratio(split_ratio: float) -> None:
@@ -61,23 +96,39 @@ DEGENERATE_ANGLE = 1e-3
 @register_method("diffii")
 @dataclass
 class DiffII(ExpansionMethod):
+    """Diff-II: spherical inter/extrapolation of two same-class DDIM inversions, denoised in two stages.
+
+    Args:
+        num_inference_steps: DDIM steps of the denoising.
+        guidance_scale: classifier-free guidance scale of the denoising.
+        inversion_steps: DDIM inversion steps (paper: 25; official code: 200).
+        inversion_guidance: guidance scale of the inversion.
+        split_ratio: s: the steps with t >= T·(1 − s) use "prompt + suffix", the rest the plain prompt
+            (paper: 0.3 for 5-shot, 0.1 for 10-shot, 1.0 for long-tail).
+        suffixes: suffixes to draw from (a list).
+        suffix_file: a file of suffixes, one per line.
+        suffix_preset: a built-in suffix list (diffexpand.suffixes).
+        suffix_captioner: generate suffixes from the real images with this captioner (with `suffix_llm`).
+        suffix_llm: the language model that turns captions into suffixes: a local transformers model,
+            or "openai:<model>" (URL and key from the environment).
+        num_suffixes: how many suffixes to generate.
+        negative_prompt: the unconditional prompt of classifier-free guidance.
+    """
+
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
-    inversion_steps: int = 25  # paper: 25; official code: 200
+    inversion_steps: int = 25
     inversion_guidance: float = 1.0
-    split_ratio: float = 0.3  # paper: 0.3 for 5-shot, 0.1 for 10-shot, 1.0 for long-tail
-    # Suffix source, one of: a list, a file (one per line), a built-in preset (diffexpand.suffixes),
-    # or generated from the real images by `suffix_captioner` + `suffix_llm` (see suffixes/generate.py).
+    split_ratio: float = 0.3
     suffixes: list[str] = field(default_factory=list)
     suffix_file: str | None = None
     suffix_preset: str | None = None
     suffix_captioner: str | None = None
-    suffix_llm: str | None = None  # local transformers model, or "openai:<model>" (URL/key from env)
+    suffix_llm: str | None = None
     num_suffixes: int = 10
     negative_prompt: str = ""
 
     uses_concepts = True
-    uses_inversions = True
 
     def __post_init__(self):
         check_split_ratio(self.split_ratio)
@@ -90,14 +141,33 @@ class DiffII(ExpansionMethod):
         self._warned_single = False
         self._warned_pairs: set[tuple[str, ...]] = set()
 
-    @property
-    def needs_generated_suffixes(self) -> bool:
-        return bool(self.suffix_captioner)
+    def setup(self, ws: Workspace) -> None:
+        """Generated suffixes (captioner + LLM over the real images, cached) before planning."""
+        if not self.suffix_captioner:
+            return
+        from diffexpand.suffixes.generate import generate_suffixes
+
+        real = ws.require_real(self.name)
+        settings = [self.suffix_captioner, self.suffix_llm, self.num_suffixes]
+        metaclasses, device = ws.ctx.metaclasses, str(ws.model.device())
+
+        def build():
+            return generate_suffixes(real.pil_images(), metaclasses, *settings, device=device)
+
+        self.suffixes = list(
+            ws.cached_json("suffixes", build, data=real.source[:2], ids=real.ids, settings=settings)
+        )
+
+    def prepare(self, ws: Workspace) -> dict:
+        latents = real_latents(ws, self.name)
+        return {"inversions": inversion_pool(ws, latents, self.inversion_steps, self.inversion_guidance)}
+
+    def inputs_for(self, record: Record, prepared: dict) -> dict[str, torch.Tensor]:
+        inversions = [prepared["inversions"][s] for s in record["source_ids"]]
+        return dict(zip(("inversion_a", "inversion_b"), inversions, strict=False))
 
     def plan(self, ctx, label, rng, index=0) -> dict:
-        members = ctx.source_ids[label]
-        if not members:
-            raise ValueError(f"class {ctx.class_names[label]!r} has no real image to invert")
+        members = class_members(ctx, label)
         if len(members) >= 2:
             a, b = rng.choice(len(members), size=2, replace=False)
             pair, sources = "inversions", [members[int(a)], members[int(b)]]
@@ -123,51 +193,54 @@ class DiffII(ExpansionMethod):
             "split_ratio": self.split_ratio,
         }
 
-    def partner_latents(self, parts, records: list[dict], inv_a: torch.Tensor) -> torch.Tensor:
-        """I_b per record: the second inversion, or a Gaussian latent scaled to |I_a| (a single image,
-        or two images whose inversions have no great circle between them)."""
-        noise = initial_noise(parts, records, "partner")
+    def partner_latents(self, parts, batch: Batch, inv_a: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """I_b per record and the pair actually used: the second inversion, or a Gaussian latent scaled
+        to |I_a| (a single image, or two images whose inversions have no great circle between them)."""
+        noise = initial_noise(parts, batch.records, "partner")
         noise = noise * (inv_a.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1)).reshape(-1, 1, 1, 1)
-        out = []
-        for i, r in enumerate(records):
-            out.append(torch.as_tensor(r["inversion_b"]).to(inv_a) if r["pair"] == "inversions" else noise[i])
-        inv_b = torch.stack(out)
+        pairs = batch.values("pair")
+        inv_b = torch.stack(
+            [
+                inputs["inversion_b"].to(inv_a) if pair == "inversions" else noise[i]
+                for i, (inputs, pair) in enumerate(zip(batch.inputs, pairs, strict=True))
+            ]
+        )
         off_axis = (angle_between(inv_a, inv_b) - math.pi / 2).abs()
         degenerate = (off_axis > math.pi / 2 - DEGENERATE_ANGLE).tolist()
-        for i, r in enumerate(records):
-            if degenerate[i] and r["pair"] == "inversions":
-                self._warn_degenerate(r)
-                r["pair"] = "gaussian"
+        for i, record in enumerate(batch.records):
+            if degenerate[i] and pairs[i] == "inversions":
+                self._warn_degenerate(record)
+                pairs[i] = "gaussian"
                 inv_b[i] = noise[i]
-        return inv_b
+        return inv_b, pairs
 
-    def _warn_degenerate(self, record: dict) -> None:
+    def _warn_degenerate(self, record: Record) -> None:
         pair = tuple(record["source_ids"])
         if pair not in self._warned_pairs:
             self._warned_pairs.add(pair)
             warnings.warn(
-                f"real images {pair[0]!r} and {pair[1]!r} of class "
-                f"{record.get('class_name', record['label'])!r} "
+                f"real images {pair[0]!r} and {pair[1]!r} of class {record.class_name!r} "
                 "have (anti)parallel inversions (duplicate images?): their records pair the inversion with "
                 "a seeded Gaussian latent instead (recorded as pair='gaussian')",
                 stacklevel=3,
             )
 
     @torch.no_grad()
-    def generate(self, parts, records: list[dict]) -> torch.Tensor:
-        inv_a = stack(records, "inversion_a", parts)
-        inv_b = self.partner_latents(parts, records, inv_a)
+    def generate(self, parts, batch: Batch) -> Generated:
+        inv_a = batch.stack("inversion_a").to(parts.unet.device, parts.unet.dtype)
+        inv_b, pairs = self.partner_latents(parts, batch, inv_a)
         alpha = angle_between(inv_a, inv_b)
-        fractions = torch.tensor([r["lambda_fraction"] for r in records], dtype=torch.float64)
-        lam = fractions * (2 * math.pi / alpha.cpu())
+        fractions = torch.tensor(batch.values("lambda_fraction"), dtype=torch.float64)
+        lam = lambda_from_fraction(fractions, alpha.cpu())
         z = spherical_inter_extrapolate(inv_a, inv_b, lam.to(inv_a.device))
-        for record, angle, walked in zip(records, alpha.tolist(), lam.tolist(), strict=True):
-            record["alpha"], record["lambda"] = angle, walked
+        planned = batch.values("pair")
+        extras = [
+            {"alpha": a, "lambda": w} | ({"pair": p} if p != was else {})
+            for a, w, p, was in zip(alpha.tolist(), lam.tolist(), pairs, planned, strict=True)
+        ]
 
-        with_suffix, uncond = conditions(
-            parts, [r["prompt_with_suffix"] for r in records], self.negative_prompt
-        )
-        plain, _ = conditions(parts, [r["prompt"] for r in records], self.negative_prompt)
+        with_suffix, uncond = conditions(parts, batch.values("prompt_with_suffix"), self.negative_prompt)
+        plain, _ = conditions(parts, batch.values("prompt"), self.negative_prompt)
         schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
         first_plain = suffix_step_count(
             self.split_ratio, schedule.timesteps, parts.scheduler.config.num_train_timesteps
@@ -175,4 +248,4 @@ class DiffII(ExpansionMethod):
         model_fn = cfg_model_fn(
             parts.unet, lambda i: with_suffix if i < first_plain else plain, uncond, self.guidance_scale
         )
-        return decode(parts, ddim_sample(model_fn, z, schedule))
+        return Generated(decode(parts, ddim_sample(model_fn, z, schedule)), extras)

@@ -33,50 +33,79 @@ from torch.utils.checkpoint import checkpoint
 from diffexpand.features import build_extractor
 from diffexpand.guidance import EnergyGuidance, prototype_energy, resolve_guidance_steps
 from diffexpand.guidance.energy import DISTANCES
-from diffexpand.guidance.prototypes import CLUSTERINGS
+from diffexpand.guidance.prototypes import (
+    CLUSTERINGS,
+    class_prototype,
+    faiss_gpu_available,
+    hierarchical_prototypes,
+)
 from diffexpand.models.vae import decode_latents
 from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
 from diffexpand.sampling.ddim import ddim_step, predict_x0_eps
 
-from .base import ExpansionMethod, cycle_source, stack
+from .base import ExpansionMethod, cycle_source
 from .common import conditions, decode, initial_noise, stream_seeds
+from .inputs import Workspace, features_by_class, real_features, real_latents
+from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @register_method("distdiff")
 @dataclass
 class DistDiff(ExpansionMethod):
+    """DistDiff: img2img from a real image with energy guidance toward its class's feature prototypes.
+
+    Args:
+        num_inference_steps: DDIM steps of the full schedule.
+        guidance_scale: classifier-free guidance scale.
+        strength: SDEdit strength: sampling starts after the first (1 − strength) of the steps.
+        negative_prompt: the unconditional prompt of classifier-free guidance.
+        extractor: the feature extractor (a name or a dict of settings; see diffexpand.features); the
+            official code uses a ResNet-50 trained on the real data.
+        groups: K group prototypes per class; 0: the class prototype only.
+        clustering: "kmeans" (FAISS) or "agglomerative" (average linkage, Euclidean: the official code).
+        guidance_steps: M, counted from the clean end of the full schedule (official), a stage name
+            ("chaos", "semantic", "refinement": middles of the sampled part's thirds), or a list.
+        rollout_steps: P: DDIM steps rolled out from each guided latent; the energy averages their x̂0.
+        step_size: ρ, the step on the residual transform's (α, β).
+        bound: ε, the L∞ radius around the unguided latent the guided one is projected into.
+        class_weight: λ_c, weight of the distance to the class prototype.
+        group_weight: λ_g, weight of the distance to the nearest group prototype.
+        energy: "l2" (official) or "cosine".
+        normalize_features: L2-normalise the extracted features first (the official code does not).
+        iterations: guidance steps per guided latent.
+        variant: "residual" (official), "residual_zero" (α = β = 0 start, clamped) or "direct".
+        guidance: False: the same img2img without guidance (ablation, timing).
+        gradient_checkpointing: recompute UNet/VAE activations in the backward pass; None: on for CUDA
+            latents (SD at 512 px and batch 8 does not fit 80 GB without it), off on CPU.
+        decode_chunk_size: guidance decodes x̂0 this many samples at a time, each chunk checkpointed.
+        guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
+            too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns
+            the VAE's tiny batch-size differences into visible moves; on: faster, images depend on
+            batch size.
+    """
+
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
     strength: float = 0.5
     negative_prompt: str = ""
-    extractor: str | dict = "timm"  # official code: a ResNet-50 trained on the real data
-    groups: int = 3  # K group prototypes per class; 0: class prototype only
-    clustering: str = "kmeans"  # or "agglomerative" (average linkage, Euclidean: the official code)
-    # M, counted from the clean end of the full schedule (official), a stage name ("chaos",
-    # "semantic", "refinement": middles of the sampled part's thirds), or a list of those
+    extractor: str | dict = "timm"
+    groups: int = 3
+    clustering: str = "kmeans"
     guidance_steps: int | str | list = 20
-    rollout_steps: int = 2  # P
-    step_size: float = 10.0  # ρ
-    bound: float = 0.2  # ε
+    rollout_steps: int = 2
+    step_size: float = 10.0
+    bound: float = 0.2
     class_weight: float = 1.0
     group_weight: float = 1.0
-    energy: str = "l2"  # "l2" (official) or "cosine"
-    normalize_features: bool = False  # official transform_guidance: features as the extractor gives them
+    energy: str = "l2"
+    normalize_features: bool = False
     iterations: int = 1
-    variant: str = "residual"  # official; or "residual_zero" (α = β = 0 start, clamped) or "direct"
-    guidance: bool = True  # False: the same img2img without guidance (ablation, timing)
-    # Recompute UNet/VAE activations in the backward pass. None: on for CUDA latents (SD at 512 px and
-    # batch 8 needs more than 80 GB without it), off on CPU (the tiny prior fits; recomputing costs time).
+    variant: str = "residual"
+    guidance: bool = True
     gradient_checkpointing: bool | None = None
-    decode_chunk_size: int = 4  # guidance decodes x̂0 this many samples at a time, each chunk checkpointed
-    # Guidance (rollouts, decode, features, backward) under the run's autocast too. Off: in float32 when
-    # the UNet's weights are float32, because under bf16 the gradient turns the VAE's tiny batch-size
-    # differences into visible moves (tests/test_distdiff.py); on: faster, images depend on batch size.
+    decode_chunk_size: int = 4
     guidance_autocast: bool = False
-
-    uses_sources = True
-    uses_real_features = True
 
     def __post_init__(self):
         if not 0.0 < self.strength <= 1.0:
@@ -84,8 +113,10 @@ class DistDiff(ExpansionMethod):
         if self.rollout_steps < 1:
             raise ValueError(f"rollout_steps must be >= 1, got {self.rollout_steps}")
         if self.groups < 0:
-            raise ValueError(f"groups (K group prototypes per class) must be >= 0 (0: class prototype only), "
-                             f"got {self.groups}")  # fmt: skip
+            raise ValueError(
+                f"groups (K group prototypes per class) must be >= 0 (0: class prototype only), "
+                f"got {self.groups}"
+            )
         if self.clustering not in CLUSTERINGS:
             raise ValueError(f"clustering must be one of {CLUSTERINGS}, got {self.clustering!r}")
         if self.energy not in DISTANCES:
@@ -97,22 +128,57 @@ class DistDiff(ExpansionMethod):
             self.guidance_steps, self.num_inference_steps, self.start, self.rollout_steps, self.strength
         )
         self.energy_guidance = EnergyGuidance(self.step_size, self.bound, self.iterations, self.variant)
-        self.prototype_groups = self.groups
-        self.feature_extractor = None
+        self._extractor = None
 
     fallback_note = "regenerated without autocast and without guidance"
 
-    def generate_fallback(self, parts, records: list[dict]) -> torch.Tensor:
+    def generate_fallback(self, parts, batch: Batch) -> Generated:
         guided, self.guidance = self.guidance, False
         try:
-            return self.generate(parts, records)
+            return self.generate(parts, batch)
         finally:
             self.guidance = guided
 
-    def load_extractor(self):
-        if self.feature_extractor is None:
-            self.feature_extractor = build_extractor(self.extractor).requires_grad_(False)
-        return self.feature_extractor
+    def feature_extractor(self):
+        if self._extractor is None:
+            self._extractor = build_extractor(self.extractor).requires_grad_(False)
+        return self._extractor
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"feature_extractor": self.feature_extractor()}
+
+    def prepare(self, ws: Workspace) -> dict:
+        return {"latents": real_latents(ws, self.name), "prototypes": self.prototypes(ws)}
+
+    def inputs_for(self, record: Record, prepared: dict) -> dict[str, torch.Tensor]:
+        protos, groups = prepared["prototypes"][record.label]
+        found = {"source_latent": prepared["latents"][record["source_ids"][0]], "prototype": protos}
+        return found | ({"group_prototypes": groups} if groups is not None else {})
+
+    def prototypes(self, ws: Workspace) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
+        """{class: (class prototype, K group prototypes or None)} from the cached real features; the
+        group clustering is cached too (keyed by the features, K, clustering and seed)."""
+        features, features_key = real_features(ws, self.name, self.feature_extractor())
+        by_class = features_by_class(ws, features)
+        if self.groups <= 0:
+            return {c: (class_prototype(f), None) for c, f in by_class.items()}
+        classes, model = sorted(by_class), ws.model
+        settings = [self.groups, self.clustering, ws.seed]
+        # k-means runs in FAISS on the GPU when the features are there and FAISS has a GPU build
+        backend = "faiss-gpu" if model.target_device().type == "cuda" and faiss_gpu_available() else "cpu"
+
+        def build():
+            device = model.device()
+            on_device = {c: f.to(device) for c, f in by_class.items()}
+            protos = hierarchical_prototypes(on_device, *settings, class_names=ws.ctx.class_names)
+            return {
+                "classes": torch.stack([protos[c][0] for c in classes]),
+                "groups": torch.stack([protos[c][1] for c in classes]),
+            }
+
+        depends_on = {"features": features_key, "settings": settings, "classes": classes, "backend": backend}
+        cached = ws.cached("prototypes", build, **depends_on)
+        return {c: (cached["classes"][i], cached["groups"][i]) for i, c in enumerate(classes)}
 
     def plan(self, ctx, label, rng, index=0) -> dict:
         return {
@@ -137,7 +203,9 @@ class DistDiff(ExpansionMethod):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def transform_start(self, records: list[dict], index: int, z: torch.Tensor) -> list[torch.Tensor] | None:
+    def transform_start(
+        self, records: list[Record], index: int, z: torch.Tensor
+    ) -> list[torch.Tensor] | None:
         """Per record and channel: α ~ U[0, 1), β ~ N(0, 1) from the record's seed (one stream per
         guidance step), so the start does not depend on batch size or rank."""
         if self.variant != "residual":
@@ -153,16 +221,17 @@ class DistDiff(ExpansionMethod):
     ) -> torch.Tensor:
         """Per-sample energy of extracted features against their class (and group) prototypes, with
         this method's weights and distance (guidance and its benchmark measure the same thing)."""
-        return prototype_energy(features, protos, groups if self.groups > 0 else None, self.class_weight,
-                                self.group_weight, self.energy, self.normalize_features)  # fmt: skip
+        groups = groups if self.groups > 0 else None
+        weights = (self.class_weight, self.group_weight)
+        return prototype_energy(features, protos, groups, *weights, self.energy, self.normalize_features)
 
-    def energy_fn(self, parts, model_fn, schedule, records, index: int):
+    def energy_fn(self, parts, model_fn, schedule, batch: Batch, index: int):
         """z at full-schedule step `index` -> per-sample energy, averaged over the x̂0 of the P rollout
         steps from there (the official `transform_guidance`'s score over `sub_timesteps`)."""
-        extractor = self.load_extractor()
+        extractor = self.feature_extractor()
         on = extractor.mean.device  # prototypes moved to the extractor once, not once per rollout step
-        protos = stack(records, "prototype", parts).to(on, torch.float32)
-        groups = stack(records, "group_prototypes", parts).to(on, torch.float32) if self.groups > 0 else None
+        protos = batch.stack("prototype").to(on, torch.float32)
+        groups = batch.stack("group_prototypes").to(on, torch.float32) if self.groups > 0 else None
 
         def features_of(x0: torch.Tensor) -> torch.Tensor:
             chunks = x0.split(self.decode_chunk_size)
@@ -184,16 +253,17 @@ class DistDiff(ExpansionMethod):
         return energy_of
 
     @torch.no_grad()
-    def generate(self, parts, records: list[dict]) -> torch.Tensor:
+    def generate(self, parts, batch: Batch) -> Generated:
         if self.guidance and torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "DistDiff guidance needs gradients, but predict runs in inference mode: set "
                 "`trainer.inference_mode: false` (configs/expand/distdiff.yaml does)"
             )
         schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
-        source = stack(records, "source_latent", parts)
+        records = batch.records
+        source = batch.stack("source_latent").to(parts.unet.device, parts.unet.dtype)
         x = add_noise(source, initial_noise(parts, records, "sdedit"), schedule.alpha(self.start))
-        cond, uncond = conditions(parts, [r["prompt"] for r in records], self.negative_prompt)
+        cond, uncond = conditions(parts, batch.values("prompt"), self.negative_prompt)
         model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
         guide_at = set(self.guide_indices) if self.guidance else set()
         energies, failures = [], []  # kept on the device; read once after sampling (no sync per step)
@@ -201,7 +271,7 @@ class DistDiff(ExpansionMethod):
         def before_step(i: int, z: torch.Tensor) -> torch.Tensor:
             if i not in guide_at:
                 return z
-            energy_of = self.energy_fn(parts, model_fn, schedule, records, i)
+            energy_of = self.energy_fn(parts, model_fn, schedule, batch, i)
             with self._guidance_precision(parts, z):
                 result = self.energy_guidance.apply(z, energy_of, self.transform_start(records, i, z))
             energies.append(result.energy.detach())
@@ -212,7 +282,8 @@ class DistDiff(ExpansionMethod):
         energy = torch.stack(energies, 1).tolist() if energies else [[] for _ in records]
         failed = torch.stack(failures, 1).any(1).tolist() if failures else [False] * len(records)
         timesteps = self.guidance_timesteps(schedule) if self.guidance else []
-        for r, e, f in zip(records, energy, failed, strict=True):
-            r["guidance_energy"], r["guidance_fallback"] = e, bool(f)
-            r["guidance_timesteps"] = timesteps
-        return decode(parts, latents)
+        extras = [
+            {"guidance_energy": e, "guidance_fallback": bool(f), "guidance_timesteps": timesteps}
+            for e, f in zip(energy, failed, strict=True)
+        ]
+        return Generated(decode(parts, latents), extras)

@@ -2,7 +2,8 @@
 
 - realmix: class-name prompts on the plain model.
 - diffmix (Wang et al. 2024): learned tokens + LoRA.
-Soft label (DESIGN.md §4): y[a] += 1 − s^γ, y[b] += s^γ with γ = 0.8; the hard label is class b.
+Soft label: y[a] += 1 − s^γ, y[b] += s^γ with γ = 0.8 (Diff-Mix's annealed label); the hard label is
+class b. Sources: a random other class, then a random real image of it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from .base import pick_source
 from .registry import register_method
-from .sdedit_family import _SDEditMethod
+from .sdedit_family import SDEditMethod
 
 
 def mix_soft_label(num_classes: int, source: int, target: int, strength: float, gamma: float) -> list[float]:
@@ -22,7 +23,14 @@ def mix_soft_label(num_classes: int, source: int, target: int, strength: float, 
 
 
 @dataclass
-class _MixMethod(_SDEditMethod):
+class MixMethod(SDEditMethod):
+    """SDEdit of a real image of another class toward this class's prompt, with a soft label.
+
+    Args:
+        strengths: SDEdit strengths; each record draws one.
+        gamma: soft-label exponent γ: the target class gets s^γ, the source class 1 − s^γ.
+    """
+
     strengths: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.9])
     gamma: float = 0.8
 
@@ -44,11 +52,13 @@ class _MixMethod(_SDEditMethod):
 
 @register_method("realmix")
 @dataclass
-class RealMix(_MixMethod):
-    pass
+class RealMix(MixMethod):
+    """Real-Mix: inter-class SDEdit with class-name prompts on the plain model."""
 
 
 @register_method("diffmix")
 @dataclass
-class DiffMix(_MixMethod):
+class DiffMix(MixMethod):
+    """Diff-Mix (Wang et al. 2024): inter-class SDEdit with learned tokens and the shared LoRA."""
+
     uses_concepts = True

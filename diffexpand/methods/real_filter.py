@@ -12,43 +12,65 @@ from dataclasses import dataclass
 import torch
 
 from diffexpand.features import build_extractor, normalized
+from diffexpand.guidance import class_prototype
 from diffexpand.sampling import Schedule, cfg_model_fn, ddim_sample
 
-from .base import ExpansionMethod, stack
+from .base import ExpansionMethod
 from .common import conditions, decode, initial_noise
+from .inputs import features_by_class, real_features
+from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @register_method("real_filter")
 @dataclass
 class RealFilter(ExpansionMethod):
+    """Real-Filter: of `candidates` txt2img samples, keep the one closest to the class's real images.
+
+    Args:
+        num_inference_steps: DDIM steps.
+        guidance_scale: classifier-free guidance scale.
+        negative_prompt: the unconditional prompt of classifier-free guidance.
+        candidates: txt2img samples drawn per kept image.
+        extractor: the feature extractor (a name or a dict of settings; see diffexpand.features):
+            "timm" (EfficientNet-Lite0, ImageNet weights), "clip", "oracle", …
+    """
+
     num_inference_steps: int = 25
     guidance_scale: float = 7.5
     negative_prompt: str = ""
-    candidates: int = 4  # txt2img samples drawn per kept image
-    extractor: str | dict = "timm"  # see diffexpand.features; default EfficientNet-Lite0 (ImageNet)
-
-    uses_real_features = True
+    candidates: int = 4
+    extractor: str | dict = "timm"
 
     def __post_init__(self):
         if self.candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
-        self.feature_extractor = None
+        self._extractor = None
 
-    def load_extractor(self):
-        if self.feature_extractor is None:
-            self.feature_extractor = build_extractor(self.extractor).requires_grad_(False)
-        return self.feature_extractor
+    def feature_extractor(self):
+        if self._extractor is None:
+            self._extractor = build_extractor(self.extractor).requires_grad_(False)
+        return self._extractor
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"feature_extractor": self.feature_extractor()}
 
     def plan(self, ctx, label, rng, index=0) -> dict:
         return {"prompt": ctx.plain_prompts[label], "candidates": self.candidates}
 
+    def prepare(self, ws) -> dict:
+        features, _ = real_features(ws, self.name, self.feature_extractor())
+        return {"prototypes": {c: class_prototype(f) for c, f in features_by_class(ws, features).items()}}
+
+    def inputs_for(self, record: Record, prepared: dict) -> dict[str, torch.Tensor]:
+        return {"prototype": prepared["prototypes"][record.label]}
+
     @torch.no_grad()
-    def candidate_images(self, parts, records: list[dict]) -> torch.Tensor:
+    def candidate_images(self, parts, batch: Batch) -> torch.Tensor:
         """(candidates, n, 3, H, W): candidate j of every record, from its seed stream "candidate{j}"."""
-        n, k = len(records), self.candidates
-        noise = torch.cat([initial_noise(parts, records, f"candidate{j}") for j in range(k)])
-        cond, uncond = conditions(parts, [r["prompt"] for r in records] * k, self.negative_prompt)
+        n, k = len(batch), self.candidates
+        noise = torch.cat([initial_noise(parts, batch.records, f"candidate{j}") for j in range(k)])
+        cond, uncond = conditions(parts, batch.values("prompt") * k, self.negative_prompt)
         schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
         model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
         images = decode(parts, ddim_sample(model_fn, noise, schedule))
@@ -58,18 +80,19 @@ class RealFilter(ExpansionMethod):
     def similarities(self, images: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         """Cosine similarity (k, n) of each candidate's features to its record's class prototype."""
         k, n = images.shape[:2]
-        extractor = self.load_extractor()
+        extractor = self.feature_extractor()
         features = normalized(extractor(images.flatten(0, 1).to(extractor.mean.device))).view(k, n, -1)
         return (features * normalized(prototypes).to(features.device)[None]).sum(-1)
 
     @torch.no_grad()
-    def generate(self, parts, records: list[dict]) -> torch.Tensor:
-        candidates = self.candidate_images(parts, records)
-        similarity = self.similarities(candidates, stack(records, "prototype", parts).float())
+    def generate(self, parts, batch: Batch) -> Generated:
+        candidates = self.candidate_images(parts, batch)
+        similarity = self.similarities(candidates, batch.stack("prototype").float())
         best = similarity.argmax(0)
         scores = similarity.T.tolist()  # (n, candidates), one sync
-        for i, record in enumerate(records):
-            record["chosen_candidate"] = int(best[i])
-            record["similarity"] = scores[i][int(best[i])]
-            record["candidate_scores"] = scores[i]
-        return candidates[best.to(candidates.device), torch.arange(len(records), device=candidates.device)]
+        extras = [
+            {"chosen_candidate": int(b), "similarity": s[int(b)], "candidate_scores": s}
+            for b, s in zip(best.tolist(), scores, strict=True)
+        ]
+        rows = torch.arange(len(batch), device=candidates.device)
+        return Generated(candidates[best.to(candidates.device), rows], extras)

@@ -1,4 +1,6 @@
-"""Expansion methods found by name (timm-style registry of factories)."""
+"""Expansion methods found by name (timm-style registry): `register_method("name")` on a method class
+makes it a config value (`method: {class_path: …}`), a manifest's `method` field, and a subject of the
+shared method tests (tests/test_method_contract.py), which run for every registered name."""
 
 from __future__ import annotations
 
@@ -20,12 +22,16 @@ def register_method(name: str):
     return decorate
 
 
+def method_class(name: str) -> type:
+    if name not in _METHODS:
+        raise ValueError(f"unknown expansion method {name!r}; available: {', '.join(available_methods())}")
+    return _METHODS[name]
+
+
 def create_method(name: str, **kwargs):
     """Instantiate method `name`, checking and converting `kwargs` against its signature (values
     given on the command line arrive as strings)."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown expansion method {name!r}; available: {', '.join(available_methods())}")
-    cls = _METHODS[name]
+    cls = method_class(name)
     return cls(**typed_kwargs(cls, kwargs, f"expansion method {name!r}"))
 
 

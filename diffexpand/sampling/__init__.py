@@ -1,6 +1,6 @@
+from .cfg import cfg_model_fn
 from .ddim import ModelFn, ddim_invert, ddim_sample, ddim_step, predict_x0_eps
-from .guidance import cfg_model_fn
-from .interpolation import angle_between, sample_lambda, spherical_inter_extrapolate
+from .interpolation import angle_between, lambda_from_fraction, spherical_inter_extrapolate
 from .schedule import Schedule, add_noise, sdedit_start_index
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "ddim_sample",
     "ddim_step",
     "predict_x0_eps",
-    "sample_lambda",
+    "lambda_from_fraction",
     "sdedit_start_index",
     "spherical_inter_extrapolate",
 ]

@@ -37,8 +37,7 @@ def spherical_inter_extrapolate(a: torch.Tensor, b: torch.Tensor, lam: torch.Ten
     return (w_a.reshape(shape) * a.double() - w_b.reshape(shape) * b.double()).to(a.dtype)
 
 
-def sample_lambda(a: torch.Tensor, b: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """λ ~ U[0, 2π/α] per pair (Diff-II's sampling of the interpolation strength)."""
-    alpha = angle_between(a, b)
-    u = torch.rand(alpha.shape, generator=generator, dtype=torch.float64)
-    return u * (2 * math.pi / alpha.cpu())
+def lambda_from_fraction(fraction: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """λ = u · 2π/α per pair: Diff-II's λ ~ U[0, 2π/α] from a uniform u in [0, 1) drawn when the
+    record was planned (α is only known once the images are inverted)."""
+    return fraction.double() * (2 * math.pi / alpha.double())

@@ -32,8 +32,9 @@ class SuffixGenerationError(RuntimeError):
 
 
 @torch.no_grad()
-def caption_images(images, captioner: str, device: str = "cpu", batch_size: int = 16,
-                   max_new_tokens: int = 30) -> list[str]:  # fmt: skip
+def caption_images(
+    images, captioner: str, device: str = "cpu", batch_size: int = 16, max_new_tokens: int = 30
+) -> list[str]:
     """Captions of PIL images from a transformers image-to-text model."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -119,8 +120,9 @@ def summarise_captions(captions: list[str], llm: str, metaclass: str, n: int = 1
     return phrases
 
 
-def generate_suffixes(images, metaclasses: list[str], captioner: str, llm: str, n: int = 10,
-                      device: str = "cpu") -> list[str]:  # fmt: skip
+def generate_suffixes(
+    images, metaclasses: list[str], captioner: str, llm: str, n: int = 10, device: str = "cpu"
+) -> list[str]:
     """Caption every real image, then summarise all captions into at most `n` suffixes."""
     captions = caption_images(images, captioner, device)
     words = sorted(set(metaclasses))

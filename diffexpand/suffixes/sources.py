@@ -25,8 +25,8 @@ def resolve_suffixes(
     suffixes: list[str] | None = None, suffix_file: str | None = None, suffix_preset: str | None = None
 ) -> list[str]:
     """The suffix list from exactly one source (or none: no suffix)."""
-    given = [n for n, v in [("suffixes", suffixes), ("suffix_file", suffix_file),
-                            ("suffix_preset", suffix_preset)] if v]  # fmt: skip
+    sources = {"suffixes": suffixes, "suffix_file": suffix_file, "suffix_preset": suffix_preset}
+    given = [name for name, value in sources.items() if value]
     if len(given) > 1:
         raise ValueError(f"give one suffix source, not {' and '.join(given)}")
     if suffix_file:

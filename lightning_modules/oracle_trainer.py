@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 
 
 def _augment(images: torch.Tensor) -> torch.Tensor:

@@ -23,14 +23,13 @@ class OracleCNN(nn.Module):
     def __init__(self, num_classes: int = 10, width: int = 32, feature_dim: int = 128):
         super().__init__()
         self.config = {"num_classes": num_classes, "width": width, "feature_dim": feature_dim}
-        # One conv at full resolution, more at lower ones: most of the accuracy for a third of the
-        # compute of a VGG-style stack (it trains on a CPU in minutes).
+        # One conv at full resolution, more at lower ones: the convs are cheap where the maps are small,
+        # so the network stays small enough to train on a CPU (docs/measurements/2026-11-22.md).
         w = width
-        self.body = nn.Sequential(
-            *_conv(1, w), nn.MaxPool2d(2),
-            *_conv(w, 2 * w), nn.MaxPool2d(2),
-            *_conv(2 * w, 4 * w), *_conv(4 * w, 4 * w), nn.MaxPool2d(2),
-        )  # fmt: skip
+        stage1 = [*_conv(1, w), nn.MaxPool2d(2)]  # 32 -> 16
+        stage2 = [*_conv(w, 2 * w), nn.MaxPool2d(2)]  # 16 -> 8
+        stage3 = [*_conv(2 * w, 4 * w), *_conv(4 * w, 4 * w), nn.MaxPool2d(2)]  # 8 -> 4
+        self.body = nn.Sequential(*stage1, *stage2, *stage3)
         self.neck = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * 16, feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
 

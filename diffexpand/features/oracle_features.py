@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from diffexpand.cache import folder_fingerprint
-from diffexpand.oracle import OracleCNN
+from diffexpand.oracle_cnn import OracleCNN
 
 from .base import FeatureExtractor
 
