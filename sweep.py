@@ -1,7 +1,7 @@
 """One sweep run: expand, measure the synthetic set, train and test the classifier — one W&B run.
 
     python sweep.py --expand-config configs/expand/diffii.yaml --classify-config configs/classifier.yaml \\
-        --expand.model.init_args.method_args.split_ratio=0.5 --classify.data.init_args.p=0.5
+        --expand.model.init_args.method.split_ratio=0.5 --classify.data.init_args.p=0.5
 
 Arguments `--expand.X=v` and `--classify.X=v` go to `expand.py predict` and `train.py fit` as `--X=v`,
 so a W&B sweep's `${args}` sets any LightningCLI value of either stage. Runs whose expansion settings

@@ -35,10 +35,10 @@ def run(out: Path, cache: Path, args, guidance: bool):
         f"--trainer.accelerator={args.accelerator}",
         f"--data.init_args.images_per_class={args.images_per_class}",
         f"--data.init_args.cache_dir={cache}",
-        f"--model.init_args.method_args.extractor={args.extractor}",
-        f"--model.init_args.method_args.guidance={str(guidance).lower()}",
+        f"--model.init_args.method.extractor={args.extractor}",
+        f"--model.init_args.method.guidance={str(guidance).lower()}",
         f"--data.init_args.batch_size={args.batch_size}",
-        *[f"--model.init_args.method_args.{kv}" for kv in args.method_arg],
+        *[f"--model.init_args.method.{kv}" for kv in args.method_arg],
     ]
     cli = expand.cli_main(cli_args, run=False)
     start = time.perf_counter()
@@ -51,9 +51,10 @@ def energies(cli, folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(energy per image, labels) of the final images, against the prototypes guidance used."""
     from diffexpand.evaluation.synthetic_quality import load_synthetic
 
-    method, protos = cli.model.method, cli.datamodule.dataset.prototypes
+    method = cli.model.method
+    protos = cli.datamodule.dataset.prepared["prototypes"]  # what DistDiff.prepare built for guidance
     images, labels = load_synthetic(folder)
-    extractor = method.load_extractor().cpu()
+    extractor = method.feature_extractor().cpu()
     out = []
     for chunk, lab in zip(images.split(50), labels.split(50), strict=True):
         c = torch.stack([protos[int(y)][0] for y in lab])

@@ -133,7 +133,7 @@ class StageTimer(Callback):
         from callbacks.image_writer import SyntheticImageWriter
 
         self.device = pl_module.device
-        unet = pl_module.parts.unet
+        unet = pl_module.unet
         if self.device.type == "cuda":
             self.unet_flops_per_sample = unet_forward_flops(unet, self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -143,9 +143,8 @@ class StageTimer(Callback):
             "encode": pl_module.vae.encoder,
             "text_encoder": pl_module.text_encoder,
         }
-        extractor = getattr(pl_module.method, "feature_extractor", None)
-        if extractor is not None:
-            stages["features"] = extractor
+        for module in pl_module.method.modules().values():  # a feature extractor
+            stages["features"] = module
         for name, module in stages.items():
             self._hook(name, module)
         guidance = getattr(pl_module.method, "energy_guidance", None)
@@ -339,8 +338,8 @@ def prepare_sd15(args, work: Path, device: torch.device) -> dict:
     save_file(timm.create_model("resnet50").state_dict(), backbone)
     distdiff_extractor = json.dumps({"kind": "timm", "model_name": "resnet50", "checkpoint": str(backbone)})
     distdiff_args = [
-        f"--model.init_args.method_args.extractor={distdiff_extractor}",
-        "--model.init_args.method_args.clustering=agglomerative",
+        f"--model.init_args.method.extractor={distdiff_extractor}",
+        "--model.init_args.method.clustering=agglomerative",
     ]
     return {
         "cli_args": [

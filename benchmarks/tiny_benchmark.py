@@ -156,7 +156,7 @@ def classify(
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str]) -> list[dict]:
     points = []
     for s in SPLIT_RATIOS:
-        ratio_arg = f"--model.init_args.method_args.split_ratio={s}"
+        ratio_arg = f"--model.init_args.method.split_ratio={s}"
         info = make_set(out / "curve" / f"s{s}", "diffii", 5, 0, concepts, [ratio_arg, *extra])
         points.append(
             {"split_ratio": s, "faithfulness": info["faithfulness"], "diversity": info["diversity"]}

@@ -1,6 +1,6 @@
 """Check and convert a dict of keyword arguments against a class's signature.
 
-Nested settings given as plain dicts in a config (`method_args`, `real`) arrive from the command line as
+Nested settings given as plain dicts in a config (`real`) arrive from the command line as
 strings; jsonargparse, which parses the rest of the config, converts them the same way and names any
 unknown key.
 """
@@ -13,7 +13,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 def typed_kwargs(cls, kwargs: dict | None, what: str) -> dict:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls)
-    # `--...method_args.x=null` on the command line reaches a plain dict as the string "None"
+    # `--...real.x=null` on the command line reaches a plain dict as the string "None"
     kwargs = {k: None if v in ("None", "null") else v for k, v in (kwargs or {}).items()}
     try:
         cfg = parser.parse_object(kwargs)

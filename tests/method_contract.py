@@ -36,7 +36,7 @@ FLOAT_RTOL = 1e-4
 
 def fast_settings(name: str) -> list[str]:
     fields = {f.name for f in dataclasses.fields(method_class(name))}
-    return [f"--model.init_args.method.init_args.{k}={v}" for k, v in FAST.items() if k in fields]
+    return [f"--model.init_args.method.{k}={v}" for k, v in FAST.items() if k in fields]
 
 
 def run(config: Path, out: Path, cache: Path, tiny_sd_dir, concepts, *extra: str) -> list[dict]:

@@ -62,7 +62,7 @@ def test_odd_class_names_stay_inside_the_output_folder(tiny_sd_dir, tmp_path):
     out = tmp_path / "sets" / "out"
     expand.cli_main([
         "predict", "--config", "configs/expand/txt2img.yaml", f"--model.init_args.pretrained={tiny_sd_dir}",
-        "--model.init_args.method_args.num_inference_steps=2", f"--output_dir={out}",
+        "--model.init_args.method.num_inference_steps=2", f"--output_dir={out}",
         "--data.init_args.real=null", f"--data.init_args.class_names={json.dumps(names)}",
         "--data.init_args.images_per_class=1", "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu",

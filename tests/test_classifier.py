@@ -140,7 +140,7 @@ def test_test_split_is_disjoint_from_everything_trained_on(tiny_sd_dir, tmp_path
     expand.cli_main([
         "predict", "--config", str(REPO / "configs/expand/real_guidance.yaml"), f"--output_dir={out}",
         "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
-        "--model.init_args.method_args.num_inference_steps=2", "--data.init_args.images_per_class=1",
+        "--model.init_args.method.num_inference_steps=2", "--data.init_args.images_per_class=1",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     sources = {

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if "sweeps" not in c.parts)  # own test
+# sweeps have their own test; configs/expand/base/ holds pieces the expansion configs include
+CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not {"sweeps", "base"} & set(c.parts))
 
 
 def test_importing_the_shells_has_no_side_effects():
@@ -74,7 +75,7 @@ def test_expand_predict_writes_a_synthetic_set(tiny_sd_dir, tmp_path):
         "predict", "--config", str(REPO / "configs/expand/txt2img.yaml"),
         f"--model.init_args.pretrained={tiny_sd_dir}", f"--output_dir={out}",
         "--data.init_args.real=null", "--data.init_args.class_names=[top,trousers,dress,shoe,bag]",
-        "--model.init_args.method_args.num_inference_steps=2",
+        "--model.init_args.method.num_inference_steps=2",
         "--data.init_args.images_per_class=2", "--data.init_args.batch_size=3",
     ]  # fmt: skip
     with redirect_stdout(buffer):
@@ -99,10 +100,36 @@ def test_expand_without_config_runs_diffii_on_the_tiny_benchmark(tiny_concepts, 
 
     cpu = ["--trainer.accelerator=cpu", "--trainer.logger=false"]
     cli = expand.cli_main([*cpu, f"--model.init_args.concepts={tiny_concepts}"], run=False)
-    assert cli.model.hparams.method == "diffii"
+    assert cli.model.method.name == "diffii"
     real = cli.datamodule.hparams.real
     assert (real["dataset"], real["subset"], real["shots"]) == ("fashion_mnist", "few_shot", 5)
     # On a fresh clone the concepts are not trained yet: the error names the command that makes them.
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"python train.py fit --config configs/concept.yaml"):
         expand.cli_main(["predict", *cpu])
+
+
+def test_method_settings_are_typed_and_documented(capsys):
+    """`--print_config` shows every method setting with its default, `--help` documents them, and a
+    misspelled setting is refused with its name."""
+    import expand
+
+    config = str(REPO / "configs/expand/diffii.yaml")
+    with pytest.raises(SystemExit):
+        expand.cli_main(["predict", "--config", config, "--print_config"])
+    printed = capsys.readouterr().out
+    method = yaml_of(printed)["model"]["init_args"]["method"]
+    assert method["class_path"].endswith("DiffII")
+    assert method["init_args"]["split_ratio"] == 0.3 and method["init_args"]["inversion_guidance"] == 1.0
+    with pytest.raises(SystemExit):
+        expand.cli_main(["predict", "--config", config, "--model.init_args.method.help", "DistDiff"])
+    assert "ρ, the step on the residual transform" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        expand.cli_main(["predict", "--config", config, "--model.init_args.method.split_ration=0.5"])
+    assert "split_ration" in capsys.readouterr().err
+
+
+def yaml_of(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)

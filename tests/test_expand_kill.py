@@ -19,8 +19,8 @@ def _command(tiny_sd_dir, tiny_concepts, out, cache, per_class=3):
     return [
         sys.executable, "expand.py", "predict", "--config", "configs/expand/diffii.yaml",
         f"--output_dir={out}", "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
-        f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.method_args.num_inference_steps=3",
-        "--model.init_args.method_args.inversion_steps=3", "--data.init_args.real.shots=2",
+        f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.method.num_inference_steps=3",
+        "--model.init_args.method.inversion_steps=3", "--data.init_args.real.shots=2",
         f"--data.init_args.images_per_class={per_class}", "--data.init_args.batch_size=2",
         f"--data.init_args.cache_dir={cache}", "--trainer.enable_progress_bar=false",
     ]  # fmt: skip

@@ -13,8 +13,8 @@ REAL = ["--data.init_args.real.dataset=fashion_mnist", "--data.init_args.real.sh
 def _run(tiny_sd_dir, out, method, *extra, concepts=None, cache=None):
     args = [
         "predict", "--config", f"configs/expand/{method}.yaml", f"--model.init_args.pretrained={tiny_sd_dir}",
-        "--model.init_args.method_args.num_inference_steps=3", f"--output_dir={out}",
-        *(["--model.init_args.method_args.inversion_steps=3"] if method == "diffii" else []),
+        "--model.init_args.method.num_inference_steps=3", f"--output_dir={out}",
+        *(["--model.init_args.method.inversion_steps=3"] if method == "diffii" else []),
         "--data.init_args.class_names=null", "--data.init_args.images_per_class=2", *REAL,
     ]  # fmt: skip
     if concepts:
@@ -73,7 +73,7 @@ def test_caches_are_reused_across_runs(tiny_sd_dir, tiny_concepts, tmp_path, mon
 
     monkeypatch.setattr(diffii, "invert_latents", fail)
     # a different split ratio must reuse the inversion pool
-    _run(tiny_sd_dir, tmp_path / "b", "diffii", "--model.init_args.method_args.split_ratio=0.7",
+    _run(tiny_sd_dir, tmp_path / "b", "diffii", "--model.init_args.method.split_ratio=0.7",
          concepts=tiny_concepts, cache=tmp_path / "cache")  # fmt: skip
 
 
@@ -99,4 +99,4 @@ def test_a_folder_made_with_other_settings_is_refused(tiny_sd_dir, tiny_concepts
     # growing the set is fine; changing how it is made is not (a resume would mix two sets)
     _run(tiny_sd_dir, out, "real_guidance", "--data.init_args.images_per_class=3", cache=cache)
     with pytest.raises(ValueError, match=r"other settings \(method_settings differ\)"):
-        _run(tiny_sd_dir, out, "real_guidance", "--model.init_args.method_args.strengths=[0.3]", cache=cache)
+        _run(tiny_sd_dir, out, "real_guidance", "--model.init_args.method.strengths=[0.3]", cache=cache)

@@ -11,7 +11,7 @@ from PIL import Image
 import expand
 
 ARGS = ["predict", "--config", "configs/expand/txt2img.yaml",
-        "--model.init_args.method_args.num_inference_steps=2", "--data.init_args.real=null",
+        "--model.init_args.method.num_inference_steps=2", "--data.init_args.real=null",
         "--data.init_args.class_names=[a,b,c,d]", "--data.init_args.images_per_class=5",
         "--data.init_args.batch_size=2", "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu"]  # fmt: skip

@@ -15,7 +15,7 @@ from diffexpand.finite import recompute_non_finite
 from diffexpand.methods.txt2img import Txt2Img
 
 ARGS = ["predict", "--config", "configs/expand/txt2img.yaml",
-        "--model.init_args.method_args.num_inference_steps=3", "--data.init_args.real=null",
+        "--model.init_args.method.num_inference_steps=3", "--data.init_args.real=null",
         "--data.init_args.class_names=[a,b]", "--data.init_args.images_per_class=3",
         "--data.init_args.batch_size=3", "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu"]  # fmt: skip
@@ -31,13 +31,13 @@ def _poison(monkeypatch, times: int):
     """The first `times` generations of the poisoned sample come out NaN (as an fp16 overflow would)."""
     original, left = Txt2Img.generate, [times]
 
-    def generate(self, parts, records):
-        images = original(self, parts, records)
-        for i, r in enumerate(records):
-            if r["sample_id"] == POISONED and left[0] > 0:
+    def generate(self, parts, batch):
+        generated = original(self, parts, batch)
+        for i, r in enumerate(batch.records):
+            if r.id == POISONED and left[0] > 0:
                 left[0] -= 1
-                images[i, :, :4] = torch.nan
-        return images
+                generated.images[i, :, :4] = torch.nan
+        return generated
 
     monkeypatch.setattr(Txt2Img, "generate", generate)
 
@@ -70,8 +70,8 @@ def test_a_sample_that_stays_nan_stops_the_run_unwritten(tiny_sd_dir, tmp_path, 
 
 DIFFII = [
     "predict", "--config", "configs/expand/diffii.yaml",
-    "--model.init_args.method_args.num_inference_steps=2",
-    "--model.init_args.method_args.inversion_steps=2", "--data.init_args.real.shots=2",
+    "--model.init_args.method.num_inference_steps=2",
+    "--model.init_args.method.inversion_steps=2", "--data.init_args.real.shots=2",
     "--data.init_args.images_per_class=1", "--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu",
 ]  # fmt: skip
 

@@ -6,6 +6,7 @@ import torch
 from datamodules.fashion_mnist import resize_uint8
 from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, METACLASSES, load_fashion_mnist
 from diffexpand.evaluation.prior_quality import metaclass_accuracy
+from diffexpand.methods import Batch, Record
 from diffexpand.methods.txt2img import Txt2Img
 from diffexpand.models import load_sd_components
 from diffexpand.models.text import encode_prompts
@@ -40,12 +41,16 @@ def test_prior_is_small_fp16_safetensors():
 
 
 def test_committed_prior_loads_offline_and_generates_a_batch(prior):
-    records = [{"prompt": f"a photo of a {m}", "seed": i} for i, m in enumerate(METACLASSES)]
-    images = Txt2Img(num_inference_steps=10).generate(prior, records)
+    prompts = [f"a photo of a {m}" for m in METACLASSES]
+    records = [
+        Record(f"r{i}", i, m, i, "txt2img", {"prompt": p})
+        for i, (m, p) in enumerate(zip(METACLASSES, prompts, strict=True))
+    ]
+    images = Txt2Img(num_inference_steps=10).generate(prior, Batch.of(records)).images
     assert images.shape == (5, 3, 32, 32)
     assert torch.isfinite(images).all()
     assert images.std() > 0.2  # real content, not a flat image
-    again = Txt2Img(num_inference_steps=10).generate(prior, records[:2])
+    again = Txt2Img(num_inference_steps=10).generate(prior, Batch.of(records[:2])).images
     torch.testing.assert_close(again, images[:2], atol=1e-4, rtol=0)  # seeds, not batch, decide
 
 

@@ -112,7 +112,7 @@ def test_expander_callback_and_command_measure_the_set(tiny_sd_dir, tmp_path):
     expand.cli_main([
         "predict", "--config", "configs/expand/txt2img.yaml", "--config", str(extra), f"--output_dir={out}",
         "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
-        "--model.init_args.method_args.num_inference_steps=2", "--data.init_args.images_per_class=3",
+        "--model.init_args.method.num_inference_steps=2", "--data.init_args.images_per_class=3",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     written = json.loads((out / "set_metrics.json").read_text())

@@ -14,7 +14,7 @@ from diffexpand.models.vae import decode_latents, encode_images
 def _generate(tiny_sd_dir, out, *extra) -> dict[str, np.ndarray]:
     expand.cli_main([
         "predict", "--config", "configs/expand/txt2img.yaml", f"--model.init_args.pretrained={tiny_sd_dir}",
-        "--model.init_args.method_args.num_inference_steps=4", f"--output_dir={out}",
+        "--model.init_args.method.num_inference_steps=4", f"--output_dir={out}",
         "--data.init_args.real=null", "--data.init_args.class_names=[a,b,c]",
         "--data.init_args.images_per_class=2", "--trainer.enable_progress_bar=false",
         "--trainer.accelerator=cpu", *extra,
@@ -96,16 +96,19 @@ def test_auto_settings_follow_the_hardware(
 ):
     from types import SimpleNamespace
 
-    import lightning_modules.expander as expander
+    import diffexpand.models.runtime as runtime
 
-    monkeypatch.setattr(expander, "cpu_has_native_bf16", lambda: native_cpu_bf16)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_cpu_bf16)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
-    module = expander.Expander()
-    module.parts = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=latent_size)))
-    assert module.autocast_dtype(torch.device(device)) == autocast
-    assert module.attention_kind(torch.device(device)) == attention
-    module.hparams.attention = "sdpa"  # an explicit choice is kept
-    assert module.attention_kind(torch.device(device)) == "sdpa"
+    parts = SimpleNamespace(unet=SimpleNamespace(config=SimpleNamespace(sample_size=latent_size)))
+    auto, explicit = (
+        runtime.DiffusionRuntime("unused", runtime.SpeedSettings(attention=a)) for a in ("auto", "sdpa")
+    )
+    auto._parts = explicit._parts = parts  # nothing loaded: only the UNet's latent size is read
+    assert auto.autocast_dtype(torch.device(device)) == autocast
+    assert auto.attention_kind(torch.device(device)) == attention
+    assert explicit.attention_kind(torch.device(device)) == "sdpa"  # an explicit choice is kept
+    assert auto.resolved_speed(torch.device(device))["attention"] == attention  # what fingerprints see
 
 
 @pytest.mark.parametrize(
@@ -120,14 +123,15 @@ def test_bad_speed_settings_name_the_allowed_values(tiny_sd_dir, tmp_path, setti
 def test_fused_concept_lora_is_the_same_function_without_adapter_layers():
     from peft.tuners.lora import LoraLayer
 
+    from diffexpand.methods import create_method
     from diffexpand.paths import REPO_ROOT
     from lightning_modules.expander import Expander
 
     concepts = str(REPO_ROOT / "assets/concepts/fashion_mnist-5shot-seed0")  # learned on the committed prior
     unets, fingerprints = {}, {}
     for fuse in (False, True):
-        module = Expander(method="diffii", concepts=concepts, fuse_lora=fuse)
-        unets[fuse], fingerprints[fuse] = module.load_parts().unet.eval(), module.model_fingerprint()
+        module = Expander(method=create_method("diffii"), concepts=concepts, fuse_lora=fuse)
+        unets[fuse], fingerprints[fuse] = module.runtime.parts.unet.eval(), module.runtime.fingerprint()
     assert any(isinstance(m, LoraLayer) for m in unets[False].modules())  # the LoRA is there, unfused…
     assert not any(isinstance(m, LoraLayer) for m in unets[True].modules())  # …and merged away when fused
     g = torch.Generator().manual_seed(0)
@@ -136,7 +140,7 @@ def test_fused_concept_lora_is_the_same_function_without_adapter_layers():
         torch.randn(3, 8, 64, generator=g),
         torch.tensor([10, 500, 900]),
     )
-    base = Expander().load_parts().unet.eval()
+    base = Expander().runtime.parts.unet.eval()
     with torch.no_grad():
         plain, fused, without_lora = (unet(x, t, text).sample for unet in (unets[False], unets[True], base))
     assert (plain - without_lora).abs().max() > 1e-2  # the LoRA matters…

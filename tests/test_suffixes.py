@@ -161,10 +161,10 @@ def test_diffii_generates_suffixes_from_the_real_images(tiny_sd_dir, tiny_concep
     args = [
         "predict", f"--output_dir={out}", "--trainer.accelerator=cpu",
         f"--model.init_args.pretrained={tiny_sd_dir}",
-        f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.method_args.num_inference_steps=2",
-        "--model.init_args.method_args.inversion_steps=2", "--model.init_args.method_args.suffix_preset=null",
-        f"--model.init_args.method_args.suffix_captioner={tiny_captioner}",
-        "--model.init_args.method_args.suffix_llm=openai:tiny-llm", "--data.init_args.real.shots=1",
+        f"--model.init_args.concepts={tiny_concepts}", "--model.init_args.method.num_inference_steps=2",
+        "--model.init_args.method.inversion_steps=2", "--model.init_args.method.suffix_preset=null",
+        f"--model.init_args.method.suffix_captioner={tiny_captioner}",
+        "--model.init_args.method.suffix_llm=openai:tiny-llm", "--data.init_args.real.shots=1",
         "--data.init_args.images_per_class=2", f"--data.init_args.cache_dir={cache}",
     ]  # fmt: skip
     expand.cli_main(args)

@@ -16,9 +16,9 @@ SWEEPS = sorted((REPO / "configs/sweeps").glob("*.yaml"))
 def test_there_are_sweeps_for_the_knobs_the_papers_ablate():
     names = " ".join(yaml.safe_load(p.read_text())["parameters"].__repr__() for p in SWEEPS)
     for knob in (
-        "method_args.groups",
-        "method_args.guidance_steps",
-        "method_args.split_ratio",
+        "method.groups",
+        "method.guidance_steps",
+        "method.split_ratio",
         "init_args.p",
     ):
         assert knob in names
@@ -28,18 +28,18 @@ def test_there_are_sweeps_for_the_knobs_the_papers_ablate():
 def _tiny_args(sweep: dict, tiny_sd_dir, tiny_concepts, cache) -> list[str]:
     command = " ".join(map(str, sweep["command"]))
     expand_cfg = yaml.safe_load((REPO / command.split("--expand-config ")[1].split()[0]).read_text())
-    method_args = expand_cfg["model"]["init_args"]["method_args"]
+    method_args = expand_cfg["model"]["init_args"]["method"]["init_args"]
     args = [
         f"--expand.model.init_args.pretrained={tiny_sd_dir}", "--expand.trainer.accelerator=cpu",
-        "--expand.model.init_args.method_args.num_inference_steps=4", "--expand.data.init_args.real.shots=2",
+        "--expand.model.init_args.method.num_inference_steps=4", "--expand.data.init_args.real.shots=2",
         "--expand.data.init_args.images_per_class=1", f"--expand.data.init_args.cache_dir={cache}",
         "--classify.trainer.max_epochs=1", "--classify.trainer.limit_test_batches=1",
         "--classify.model.init_args.backbone=resnet10t", "--classify.data.init_args.real.shots=2",
     ]  # fmt: skip
     if "inversion_steps" in method_args:
-        args.append("--expand.model.init_args.method_args.inversion_steps=2")
+        args.append("--expand.model.init_args.method.inversion_steps=2")
     if "extractor" in method_args:
-        args.append("--expand.model.init_args.method_args.extractor=oracle")
+        args.append("--expand.model.init_args.method.extractor=oracle")
     if expand_cfg["model"]["init_args"].get("concepts"):
         args.append(f"--expand.model.init_args.concepts={tiny_concepts}")
     return args

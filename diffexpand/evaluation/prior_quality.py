@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, METACLASSES
+from diffexpand.methods.record import Batch, Record
 from diffexpand.methods.txt2img import Txt2Img
 from diffexpand.seeding import sample_seed
 from diffexpand.training.losses import psnr
@@ -27,11 +28,9 @@ def generate_for_prompt(
     method = Txt2Img(num_inference_steps=steps, guidance_scale=guidance)
     images = []
     for start in range(0, n, batch):
-        records = [
-            {"prompt": prompt, "seed": sample_seed(seed, f"{key}/{i}")}
-            for i in range(start, min(n, start + batch))
-        ]
-        images.append(method.generate(parts, records).clamp(-1, 1))
+        ids = [f"{key}/{i}" for i in range(start, min(n, start + batch))]
+        records = [Record(i, 0, prompt, sample_seed(seed, i), method.name, {"prompt": prompt}) for i in ids]
+        images.append(method.generate(parts, Batch.of(records)).images.clamp(-1, 1))
     return torch.cat(images)
 
 

@@ -48,6 +48,11 @@ class Batch:
     records: list[Record]
     inputs: list[dict[str, torch.Tensor]]
 
+    @classmethod
+    def of(cls, records: list[Record]) -> Batch:
+        """Records of a method that needs no precomputed inputs (txt2img)."""
+        return cls(records, [{} for _ in records])
+
     def __len__(self) -> int:
         return len(self.records)
 
