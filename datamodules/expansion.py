@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from diffexpand.manifest import check_run_settings, read_manifest
@@ -161,6 +162,10 @@ class ExpansionDataModule(L.LightningDataModule):
             "prompt_template": hp.prompt_template,
             "seed": hp.seed,
         }
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        """The records' inputs go to the device; the records themselves (frozen, tensor-free) stay."""
+        return Batch(batch.records, move_data_to_device(batch.inputs, device))
 
     def predict_dataloader(self) -> DataLoader:
         if not hasattr(self, "dataset"):

@@ -7,7 +7,6 @@ from pathlib import Path
 import lightning as L
 import torch
 from jsonargparse import lazy_instance
-from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from diffexpand.concepts import read_concepts
 from diffexpand.methods import Batch, ExpansionMethod, Generated
@@ -73,10 +72,6 @@ class Expander(L.LightningModule):
 
     def on_predict_start(self) -> None:
         self.runtime.optimise_for(self.device)
-
-    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
-        """The records' inputs go to the device; the records themselves (frozen, tensor-free) stay."""
-        return Batch(batch.records, move_data_to_device(batch.inputs, device))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict:
         with self.runtime.precision(self.device):
