@@ -87,8 +87,8 @@ def check_same_run(checkpoint: Path, model: LightningModule, datamodule: Lightni
     import torch
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    ours = {"hyper_parameters": dict(model.hparams),
-            "datamodule_hyper_parameters": dict(getattr(datamodule, "hparams", {}))}  # fmt: skip
+    datamodule_hparams = dict(getattr(datamodule, "hparams", {}))
+    ours = {"hyper_parameters": dict(model.hparams), "datamodule_hyper_parameters": datamodule_hparams}
     changed = []
     for part, mine in ours.items():
         theirs = saved.get(part, {})

@@ -270,7 +270,7 @@ def test_guidance_changes_the_output_under_a_real_trainer(tiny_sd_dir, tmp_path)
 # level, checked for every method by tests/test_method_contract.py):
 # the official transform's gradient step is continuous (it does not saturate at ε the way the old
 # clamped (α, β) did), so float32 batch-size differences of ~1e-4 in the guided latent reach the bf16
-# steps after it, which round them into a few levels (max 7, mean 1.1 measured on the tiny stack).
+# steps after it, which round them into a few levels (docs/measurements/2026-12-02.md).
 BF16_BATCH_LEVELS = (16, 2.0)  # (max, mean) in 8-bit levels
 
 

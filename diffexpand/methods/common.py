@@ -98,8 +98,9 @@ def sdedit(
     return out
 
 
-# The VAE decoder's activations at 512 px are ~1 GB per image: decoding a batch of 32 (or Real-Filter's
-# 4 candidates x 32) at once needs tens of GB for no speed gain; chunks of 8 keep the GPU as busy.
+# The VAE decoder's activations at 512 px are large (docs/measurements/2026-11-23.md): decoding a batch of
+# 32 (or Real-Filter's 4 candidates x 32) at once would need tens of GB for no speed gain; chunks of 8
+# keep the GPU as busy.
 DECODE_CHUNK = 8
 
 

@@ -77,7 +77,8 @@ class DistDiff(ExpansionMethod):
         variant: "residual" (official), "residual_zero" (α = β = 0 start, clamped) or "direct".
         guidance: False: the same img2img without guidance (ablation, timing).
         gradient_checkpointing: recompute UNet/VAE activations in the backward pass; None: on for CUDA
-            latents (SD at 512 px and batch 8 does not fit 80 GB without it), off on CPU.
+            latents (SD at 512 px and batch 8 does not fit one GPU without it: docs/measurements/
+            2026-11-23.md), off on CPU.
         decode_chunk_size: guidance decodes x̂0 this many samples at a time, each chunk checkpointed.
         guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
             too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns

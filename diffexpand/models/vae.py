@@ -8,8 +8,8 @@ import torch
 def _outside_autocast(vae):
     """The VAE runs outside autocast, in its own dtype (float32 unless the caller chose otherwise).
     Under float16 SD's VAE overflows; under bfloat16 its kernels round differently at different batch
-    sizes (measured on CPU: up to 0.03 of the [-1, 1] range, ~4 intensity levels, between a batch of 1 and
-    of 8), and its output is the image itself. It is a small share of the work (the UNet runs every
+    sizes (by several intensity levels between a batch of 1 and of 8: docs/measurements/2026-11-25.md),
+    and its output is the image itself. It is a small share of the work (the UNet runs every
     step, the VAE once per image, a few times under DistDiff's guidance), so float32 costs little and keeps
     images equal across batch sizes."""
     return torch.autocast(vae.device.type, enabled=False)
