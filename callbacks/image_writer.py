@@ -1,10 +1,11 @@
 """Writes each predicted batch as PNG files plus manifest lines, atomically, off the predict loop.
 
 PNG encoding is CPU work of the order of the GPU's time per image at 512 px (docs/measurements/
-2026-11-23.md); done inline it would leave the GPU idle for much of each batch. Batches are therefore encoded by a thread pool (zlib releases the GIL) while the next batch
-is generated, and committed in order by one thread: images first (atomic renames), then the batch's
-manifest lines. A batch whose lines are not in the manifest is regenerated on the next run, so a crash
-or SIGKILL with batches in flight loses nothing but time.
+2026-11-23.md); done inline it would leave the GPU idle for much of each batch. Batches are therefore
+encoded by a thread pool (zlib releases the GIL) while the next batch is generated, and committed in
+order by one thread: images first (atomic renames), then the batch's manifest lines. A batch whose
+lines are not in the manifest is regenerated on the next run, so a crash or SIGKILL with batches in
+flight loses nothing but time.
 """
 
 from __future__ import annotations
