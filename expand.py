@@ -7,10 +7,15 @@ With no `--config` it runs the embedded default, Diff-II on the tiny benchmark
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import logging
+import re
 import sys
 from pathlib import Path
 
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
@@ -18,6 +23,16 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "expand" / "diffi
 
 
 class ExpandCLI(LightningCLI):
+    def parse_arguments(self, parser, args) -> None:
+        """Parse `args` (always given: `cli_main` adds the default config to the command line, so
+        Lightning's warning about args beside sys.argv does not apply); a misspelled method setting is
+        answered with the settings the method accepts."""
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            print(with_accepted_settings(str(err)), file=sys.stderr)
+            sys.exit(2)
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--output_dir", default="outputs/synthetic", help="where the synthetic set goes")
         parser.link_arguments("output_dir", "data.init_args.output_dir")
@@ -41,6 +56,21 @@ class ExpandCLI(LightningCLI):
 
     def after_predict(self) -> None:
         print(f"Synthetic set written to {Path(self._output_dir()).resolve()}")
+
+
+UNKNOWN_SETTING = re.compile(r"Problem with given class_path '([\w.]+)':\s+Option '(\w+)' is not accepted")
+
+
+def with_accepted_settings(message: str) -> str:
+    """`message` plus, when it is about an unknown setting of a class (a method), the accepted ones."""
+    found = UNKNOWN_SETTING.search(message)
+    if not found:
+        return f"error: {message}"
+    module, _, name = found.group(1).rpartition(".")
+    accepted = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+    close = difflib.get_close_matches(found.group(2), accepted, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"error: {message}\n{hint}{name} accepts: {', '.join(accepted)}"
 
 
 def with_default_config(args: list[str], run: bool = True) -> list[str]:
@@ -76,6 +106,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ExpandCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=None,
+        parser_kwargs={"exit_on_error": False},  # errors reach parse_arguments, which explains them
         args=args,
         run=run,
     )

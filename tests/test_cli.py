@@ -126,7 +126,9 @@ def test_method_settings_are_typed_and_documented(capsys):
     assert "ρ, the step on the residual transform" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         expand.cli_main(["predict", "--config", config, "--model.init_args.method.split_ration=0.5"])
-    assert "split_ration" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "'split_ration' is not accepted" in error and "did you mean 'split_ratio'?" in error
+    assert "DiffII accepts: num_inference_steps, guidance_scale, inversion_steps" in error
 
 
 def yaml_of(text: str) -> dict:
