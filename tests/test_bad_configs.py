@@ -79,7 +79,7 @@ def test_dataset_and_concept_errors_come_before_the_model_loads(case, tiny_conce
     def model_loaded(*args, **kwargs):
         raise AssertionError("the diffusion model was loaded before the settings were checked")
 
-    monkeypatch.setattr("lightning_modules.expander.load_sd_components", model_loaded)
+    monkeypatch.setattr("diffexpand.models.runtime.load_sd_components", model_loaded)
     root = tmp_path / "images"
     for name in ("cat", "dog"):
         (root / name).mkdir(parents=True)
