@@ -17,7 +17,10 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from diffexpand.manifest import check_run_settings, read_manifest
-from diffexpand.methods import Batch, ExpansionMethod, PlanContext, RealImages, Record, Workspace, sample_rng
+from diffexpand.methods.base import ExpansionMethod
+from diffexpand.methods.common import PlanContext, sample_rng
+from diffexpand.methods.inputs import RealImages, Workspace
+from diffexpand.methods.record import Batch, Record
 from diffexpand.seeding import sample_seed
 from diffexpand.typed_args import typed_kwargs
 
