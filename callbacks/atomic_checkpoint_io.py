@@ -5,7 +5,7 @@ that folder is on another file system than the run (a cluster's local /tmp, a ne
 a copy: a kill mid-copy leaves a truncated `last.ckpt` that the rerun cannot load, and every kill leaves
 a checkpoint-sized file behind in /tmp. Here the temporary file is a hidden sibling of the checkpoint,
 fsynced and renamed over it (one atomic step on every POSIX file system); a leftover from a kill is
-removed when the next run starts (train.py, diffexpand.manifest.remove_stale_temporaries).
+removed when the next run starts (callbacks/resume.py, diffexpand.manifest.remove_stale_temporaries).
 """
 
 from __future__ import annotations
