@@ -25,22 +25,10 @@ def _run(tiny_sd_dir, out, method, *extra, concepts=None, cache=None):
     return [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["real_guidance", "dafusion", "diffmix", "diffii"])
-def test_methods_run_through_the_cli(tiny_sd_dir, tiny_concepts, tmp_path, method):
-    records = _run(tiny_sd_dir, tmp_path / "out", method, concepts=tiny_concepts, cache=tmp_path / "cache")
-    assert len(records) == 10 * 2 and sorted({r["label"] for r in records}) == list(range(10))
-    for r in records:
-        assert (tmp_path / "out" / r["file_name"]).is_file()
-        assert "seed" in r and r["source_ids"]
-    if method == "diffii":
-        assert all("lambda" in r and r["pair"] == "inversions" for r in records)
-        assert list((tmp_path / "cache").glob("inversions-*.safetensors"))
-    if method == "diffmix":
-        assert all(abs(sum(r["soft_label"]) - 1) < 1e-6 for r in records)
-
-
-@pytest.mark.parametrize("autocast", ["none", "bf16"])
-def test_batch_size_does_not_change_files_or_records(tiny_sd_dir, tiny_concepts, tmp_path, autocast):
+def test_batch_size_does_not_change_files_or_records_under_bf16(tiny_sd_dir, tiny_concepts, tmp_path):
+    """Diff-II under bf16 autocast: the UNet's bf16 kernels are batch-invariant, the VAE runs in float32
+    (float32 runs are checked for every method by tests/test_method_contract.py)."""
+    autocast = "bf16"
     import numpy as np
     from PIL import Image
 
