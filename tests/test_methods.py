@@ -222,3 +222,10 @@ def test_diffii_duplicate_images_fall_back_to_a_gaussian_partner_with_one_warnin
     assert all(r["pair"] == "inversions" for r in records)  # the planned record is left as planned
     assert all(0 < e["alpha"] < math.pi for e in generated.extras)
     assert suffixed == [True] * 7 + [False] * 18  # the official split at s = 0.3: 7 of 25 steps
+
+
+def test_optional_text_settings_read_null_from_the_command_line_as_none():
+    from diffexpand.methods import DiffII
+
+    assert DiffII(suffix_preset="null", suffix_file="None").suffixes == []  # nothing to resolve
+    assert DiffII(suffix_preset="fashion_mnist").suffixes  # a real value is kept
