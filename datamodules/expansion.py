@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from diffexpand.manifest import check_run_settings, read_manifest
 from diffexpand.methods.base import ExpansionMethod
 from diffexpand.methods.common import PlanContext, sample_rng
-from diffexpand.methods.inputs import RealImages, Workspace
+from diffexpand.methods.inputs import ModelService, RealImages, Workspace
 from diffexpand.methods.record import Batch, Record
 from diffexpand.seeding import sample_seed
 from diffexpand.typed_args import typed_kwargs
@@ -135,7 +135,7 @@ class ExpansionDataModule(L.LightningDataModule):
         if self.hparams.real is not None:
             self._real()
 
-    def attach(self, method: ExpansionMethod, model, concepts) -> None:
+    def attach(self, method: ExpansionMethod, model: ModelService, concepts) -> None:
         """Plan the records of `method`, leave out those already in the output folder, and let the
         method build its inputs for the rest. `model` is the diffusion model as a service
         (diffexpand.models.runtime.DiffusionRuntime); the caller (the Expander's setup) owns it."""
@@ -153,7 +153,7 @@ class ExpansionDataModule(L.LightningDataModule):
         prepared = method.prepare(ws) if self.records else {}
         self.dataset = RecordDataset(self.records, method, prepared)
 
-    def _run_settings(self, method: ExpansionMethod, model) -> dict:
+    def _run_settings(self, method: ExpansionMethod, model: ModelService) -> dict:
         """What made the synthetic set; a rerun into the same folder must match it to resume."""
         hp = self.hparams
         return {

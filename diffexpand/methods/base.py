@@ -16,6 +16,7 @@ settings (documented in its docstring's Args section, which `--help` shows).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -66,8 +67,6 @@ class ExpansionMethod:
 
     def settings(self) -> dict[str, Any]:
         """Every setting (the dataclass fields), for the run's settings check."""
-        from dataclasses import asdict
-
         return asdict(self)
 
 
