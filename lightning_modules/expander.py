@@ -13,7 +13,7 @@ from diffexpand.methods import Batch, ExpansionMethod, Generated
 from diffexpand.methods.txt2img import Txt2Img
 from diffexpand.models.runtime import DiffusionRuntime, SpeedSettings
 from diffexpand.models.vae import to_uint8
-from diffexpand.paths import DEFAULT_PRIOR
+from diffexpand.paths import DEFAULT_PRIOR, in_repo
 
 # Instantiated on first use, so `--help` and `--print_config` show the default's settings.
 DEFAULT_METHOD = lazy_instance(Txt2Img)
@@ -105,12 +105,15 @@ class Expander(L.LightningModule):
 
 
 def check_concept_folder(method: ExpansionMethod, concepts: str | None) -> str:
-    """The concept folder a method with learned tokens needs, or an error that says how to make it."""
+    """The concept folder a method with learned tokens needs, or an error that says how to make it. A
+    relative path is read from the working directory, else from the repository (the committed
+    concepts, "assets/concepts/…", from any directory)."""
     if not concepts:
         raise ValueError(
             f"method {method.name!r} uses learned concept tokens: set model.init_args.concepts to a concept "
             "folder (make one with `python train.py fit --config configs/concept.yaml`)"
         )
+    concepts = str(in_repo(concepts) or concepts)
     if not (Path(concepts) / "concepts.json").is_file():
         raise FileNotFoundError(
             f"concept folder {concepts} does not exist yet; make it with "

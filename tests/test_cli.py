@@ -103,10 +103,13 @@ def test_expand_without_config_runs_diffii_on_the_tiny_benchmark(tiny_concepts, 
     assert cli.model.method.name == "diffii"
     real = cli.datamodule.hparams.real
     assert (real["dataset"], real["subset"], real["shots"]) == ("fashion_mnist", "few_shot", 5)
-    # On a fresh clone the concepts are not trained yet: the error names the command that makes them.
+    # A fresh clone, run from a directory without outputs/: the default uses the committed concepts.
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"python train.py fit --config configs/concept.yaml"):
-        expand.cli_main(["predict", *cpu])
+    small = ["--data.init_args.images_per_class=1", "--model.init_args.method.num_inference_steps=2",
+             "--model.init_args.method.inversion_steps=2"]  # fmt: skip
+    expand.cli_main(["predict", *cpu, *small])
+    written = (tmp_path / "outputs/synthetic/metadata.jsonl").read_text().splitlines()
+    assert len(written) == 10 and all(json.loads(line)["method"] == "diffii" for line in written)
 
 
 def test_method_settings_are_typed_and_documented(capsys):
