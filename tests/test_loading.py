@@ -81,3 +81,17 @@ def test_sd15_architecture_has_stable_diffusion_1_5_parameter_counts():
                   for build in (build_tiny_unet, build_tiny_vae, build_tiny_text_encoder)]  # fmt: skip
     assert counts == [859_520_964, 83_653_863, 123_060_480]  # the published SD-1.5 checkpoints' counts
     assert SD15_ARCHITECTURE.latent_size == 64
+
+
+def test_a_half_precision_folder_loads_in_a_stock_pipeline_without_a_dtype(tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import load_file
+
+    from diffexpand.models import build_tiny_sd
+
+    build_tiny_sd().save_pretrained(tmp_path, dtype=torch.float16)
+    stored = load_file(next((tmp_path / "text_encoder").glob("*.safetensors")))
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}  # small on disk
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path)  # every part in float32, as stock loads them
+    out = pipe("a photo of a bag", num_inference_steps=2, height=32, width=32, output_type="np")
+    assert out.images.shape == (1, 32, 32, 3)

@@ -57,7 +57,7 @@ def test_committed_prior_loads_offline_and_generates_a_batch(prior):
 def test_stock_pipeline_loads_the_committed_prior():
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(DEFAULT_PRIOR, dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(DEFAULT_PRIOR)  # no dtype: the stock defaults
     out = pipe("a photo of a bag", num_inference_steps=5, height=32, width=32, output_type="np")
     assert out.images.shape == (1, 32, 32, 3)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -38,7 +40,11 @@ class SDComponents:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     def save_pretrained(self, folder, dtype: torch.dtype | None = None) -> None:
-        """Write a diffusers-layout folder that `StableDiffusionPipeline.from_pretrained` loads."""
+        """Write a diffusers-layout folder that `StableDiffusionPipeline.from_pretrained(folder)` loads
+        with no dtype argument. With `dtype` the weights are stored in it (a smaller folder), but every
+        part's config says float32: diffusers loads the UNet and VAE in float32 by default while
+        transformers follows the text encoder's config, so a float16 config there would give a pipeline
+        of mixed dtypes that fails on its first matmul."""
         from diffusers import StableDiffusionPipeline
 
         parts = self
@@ -59,3 +65,16 @@ class SDComponents:
             requires_safety_checker=False,
         )
         pipe.save_pretrained(folder, safe_serialization=True)
+        if dtype is not None:
+            load_in_float32(folder)
+
+
+def load_in_float32(folder) -> None:
+    """Set the dtype that each part's config.json names (transformers reads it) to float32."""
+    for config in Path(folder).glob("*/config.json"):
+        values = json.loads(config.read_text())
+        named = [key for key in ("dtype", "torch_dtype") if key in values]
+        if named:
+            config.write_text(
+                json.dumps(values | dict.fromkeys(named, "float32"), indent=2, sort_keys=True) + "\n"
+            )
