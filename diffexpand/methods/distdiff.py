@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from diffexpand.features import build_extractor
 from diffexpand.guidance import EnergyGuidance, prototype_energy, resolve_guidance_steps
 from diffexpand.guidance.energy import DISTANCES
 from diffexpand.guidance.prototypes import (
@@ -45,14 +44,14 @@ from diffexpand.sampling.ddim import ddim_step, predict_x0_eps
 
 from .base import ExpansionMethod, cycle_source
 from .common import conditions, decode, initial_noise, stream_seeds
-from .inputs import Workspace, features_by_class, real_features, real_latents
+from .inputs import UsesFeatureExtractor, Workspace, features_by_class, real_features, real_latents
 from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @register_method("distdiff")
 @dataclass
-class DistDiff(ExpansionMethod):
+class DistDiff(UsesFeatureExtractor, ExpansionMethod):
     """DistDiff: img2img from a real image with energy guidance toward its class's feature prototypes.
 
     Args:
@@ -129,7 +128,6 @@ class DistDiff(ExpansionMethod):
             self.guidance_steps, self.num_inference_steps, self.start, self.rollout_steps, self.strength
         )
         self.energy_guidance = EnergyGuidance(self.step_size, self.bound, self.iterations, self.variant)
-        self._extractor = None
 
     fallback_note = "regenerated without autocast and without guidance"
 
@@ -139,14 +137,6 @@ class DistDiff(ExpansionMethod):
             return self.generate(parts, batch)
         finally:
             self.guidance = guided
-
-    def feature_extractor(self):
-        if self._extractor is None:
-            self._extractor = build_extractor(self.extractor).requires_grad_(False)
-        return self._extractor
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"feature_extractor": self.feature_extractor()}
 
     def prepare(self, ws: Workspace) -> dict:
         return {"latents": real_latents(ws, self.name), "prototypes": self.prototypes(ws)}

@@ -77,6 +77,23 @@ class Workspace:
         return cached_json(self.cache_dir, kind, cache_key(**depends_on), build)
 
 
+class UsesFeatureExtractor:
+    """For methods with an `extractor` setting (DistDiff, Real-Filter): the feature extractor, built on
+    first use and frozen, and named in `modules()` so the caller places it with the diffusion model."""
+
+    _extractor = None  # not a dataclass field: built from the `extractor` setting
+
+    def feature_extractor(self) -> torch.nn.Module:
+        from diffexpand.features import build_extractor
+
+        if self._extractor is None:
+            self._extractor = build_extractor(self.extractor).requires_grad_(False)
+        return self._extractor
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"feature_extractor": self.feature_extractor()}
+
+
 def by_id(ids: list[str], rows: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(zip(ids, rows, strict=True))
 

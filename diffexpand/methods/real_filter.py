@@ -11,20 +11,20 @@ from dataclasses import dataclass
 
 import torch
 
-from diffexpand.features import build_extractor, normalized
+from diffexpand.features import normalized
 from diffexpand.guidance import class_prototype
 from diffexpand.sampling import Schedule, cfg_model_fn, ddim_sample
 
 from .base import ExpansionMethod
 from .common import conditions, decode, initial_noise
-from .inputs import features_by_class, real_features
+from .inputs import UsesFeatureExtractor, features_by_class, real_features
 from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @register_method("real_filter")
 @dataclass
-class RealFilter(ExpansionMethod):
+class RealFilter(UsesFeatureExtractor, ExpansionMethod):
     """Real-Filter: of `candidates` txt2img samples, keep the one closest to the class's real images.
 
     Args:
@@ -45,15 +45,6 @@ class RealFilter(ExpansionMethod):
     def __post_init__(self):
         if self.candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
-        self._extractor = None
-
-    def feature_extractor(self):
-        if self._extractor is None:
-            self._extractor = build_extractor(self.extractor).requires_grad_(False)
-        return self._extractor
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"feature_extractor": self.feature_extractor()}
 
     def plan(self, ctx, label, rng, index=0) -> dict:
         return {"prompt": ctx.plain_prompts[label], "candidates": self.candidates}
