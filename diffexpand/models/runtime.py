@@ -24,6 +24,7 @@ and None resolved for the device), so a new setting joins cache keys and resume 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -186,14 +187,22 @@ class DiffusionRuntime:
             f.name: resolve[f.name]() if f.name in resolve else settings[f.name] for f in fields(self.speed)
         }
 
-    def fingerprint(self) -> dict:
-        """What generated images depend on besides the method: the weights, the concept folder, the
-        LoRA and the arithmetic (a bf16 set is not resumed in float32, nor cached alike; under bf16
-        the attention kernel and the memory layout move images by many levels too)."""
+    @functools.cached_property
+    def _folders_fingerprint(self) -> dict:
+        """Content hashes of the model and concept folders, read once per run (every cache key and the
+        settings check ask for the fingerprint; the folders do not change while the model is loaded)."""
         source = Path(self.pretrained)
         return {
             "model": folder_fingerprint(source) if source.is_dir() else self.pretrained,
             "concepts": folder_fingerprint(self.concepts.folder) if self.concepts else None,
+        }
+
+    def fingerprint(self) -> dict:
+        """What generated images depend on besides the method: the weights, the concept folder, the
+        LoRA and the arithmetic (a bf16 set is not resumed in float32, nor cached alike; under bf16
+        the attention kernel and the memory layout move images by many levels too)."""
+        return {
+            **self._folders_fingerprint,
             "lora": "fused" if self.lora_fused else self.concept_lora,
             "vae": VAE_ARITHMETIC,
             **self.resolved_speed(self.target),
