@@ -17,12 +17,13 @@ from diffexpand.concepts import (
     ConceptEmbeddings,
     add_placeholder_tokens,
     add_shared_lora,
-    concept_phrase,
+    check_template,
     initial_rows,
     lora_layers_for_saving,
     save_concepts,
 )
 from diffexpand.concepts.lora import DEFAULT_TARGETS
+from diffexpand.concepts.metadata import MAX_TOKENS_PER_CLASS, class_prompt
 from diffexpand.models import load_sd_components
 from diffexpand.models.text import tokenize_prompts
 from diffexpand.models.vae import encode_images
@@ -58,8 +59,10 @@ class ConceptLearner(L.LightningModule):
         super().__init__()
         if init_from not in {"metaclass", "class_name"}:
             raise ValueError(f"init_from must be 'metaclass' or 'class_name', got {init_from!r}")
-        if tokens_per_class < 1:
-            raise ValueError(f"tokens_per_class must be >= 1, got {tokens_per_class}")
+        if not 1 <= tokens_per_class <= MAX_TOKENS_PER_CLASS:  # a prompt has 77 positions
+            limit = MAX_TOKENS_PER_CLASS
+            raise ValueError(f"tokens_per_class must be from 1 to {limit}, got {tokens_per_class}")
+        check_template(prompt_template)  # before hours of training, not when concepts.json is read
         self.save_hyperparameters()
         # Checkpoints hold only what trains (LoRA + new rows); the frozen base comes from `pretrained`.
         self.strict_loading = False
@@ -93,10 +96,8 @@ class ConceptLearner(L.LightningModule):
         self.register_buffer(
             "alphas_cumprod", parts.scheduler.alphas_cumprod.float().clone(), persistent=False
         )
-        self.prompts = [
-            hp.prompt_template.format(tokens=concept_phrase(c, hp.tokens_per_class), metaclass=m)
-            for c, m in enumerate(self.metaclasses)
-        ]
+        n = hp.tokens_per_class
+        self.prompts = [class_prompt(hp.prompt_template, c, n, m) for c, m in enumerate(self.metaclasses)]
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.unet.named_parameters() if "lora_" in n]
@@ -152,4 +153,4 @@ class ConceptLearner(L.LightningModule):
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.hparams.output_dir:
             self.export(Path(self.hparams.output_dir))
-            print(f"Saved concepts to {Path(self.hparams.output_dir).resolve()}")
+            self.saved_to = Path(self.hparams.output_dir)  # train.py names it with the run's other outputs

@@ -1,14 +1,27 @@
-"""Concept learner: what trains, exact resume, diffusers-format outputs, class-match checks."""
+"""Concept learner: what trains, exact resume, diffusers-format outputs, class-match checks; the
+committed concepts in a stock diffusers pipeline; concepts.json read as untrusted input."""
+
+import json
+import shutil
 
 import lightning as L
 import pytest
 import torch
 
 from datamodules.labeled import LabeledImageDataModule
-from diffexpand.concepts import ConceptMismatchError, apply_concepts, read_concepts
+from diffexpand.concepts import (
+    ConceptFolderError,
+    ConceptMismatchError,
+    apply_concepts,
+    read_concepts,
+    rewrite_concepts_json,
+)
 from diffexpand.models import load_sd_components
-from diffexpand.models.text import encode_prompts
+from diffexpand.models.text import encode_prompts, tokenize_prompts
+from diffexpand.paths import DEFAULT_PRIOR, REPO_ROOT
 from lightning_modules.concept import ConceptLearner
+
+COMMITTED = REPO_ROOT / "assets/concepts/fashion_mnist-5shot-seed0"
 
 
 def _fit(tiny_sd_dir, tmp_path, max_steps, ckpt_path=None, checkpoint_every=None, output_dir=None):
@@ -90,8 +103,8 @@ def test_outputs_load_in_stock_diffusers_and_tokens_change_the_image(tiny_sd_dir
         return pipe(prompt, num_inference_steps=3, height=32, width=32, generator=g, output_type="pt").images
 
     plain = generate("a photo of a shoe")
-    learned = generate(concepts.prompt(7))  # "a photo of a <class_7> shoe"
-    assert "<class_7>" in concepts.prompt(7)
+    learned = generate(concepts.stock_prompt(7))  # "a photo of a <class_7> shoe"
+    assert "<class_7>" in concepts.stock_prompt(7)
     assert (plain - learned).abs().mean() > 1e-4
 
 
@@ -120,6 +133,8 @@ def test_bad_settings_are_rejected_before_loading():
         ConceptLearner(init_from="random")
     with pytest.raises(ValueError, match="tokens_per_class"):
         ConceptLearner(tokens_per_class=0)
+    with pytest.raises(ValueError, match="prompt_template"):
+        ConceptLearner(prompt_template="a photo of a {tokens.__class__} {metaclass}")
 
 
 def test_trainable_parameters_stay_fp32_under_mixed_precision(tiny_sd_dir, tmp_path):
@@ -160,3 +175,132 @@ def test_each_ddp_rank_draws_its_own_noise_and_a_rerun_draws_the_same(trained, m
     assert losses[0] == losses[3] != losses[1] == losses[2]  # other noise and timesteps on rank 1
     # rank 0 keeps the single-device seed, so one-device runs are unchanged
     assert concept.step_seed(0, step, 0) == concept.step_seed(0, step)
+
+
+def test_committed_concepts_in_a_stock_pipeline_take_the_stock_prompt_as_our_prompt():
+    """A stock pipeline writes a multi-vector token out itself: given `stock_prompt` it must reach the
+    same token ids (and text embeddings) as our own tokenisation of `prompt`, for every class."""
+    from diffusers import StableDiffusionPipeline
+
+    meta = json.loads((COMMITTED / "concepts.json").read_text())
+    concepts = read_concepts(COMMITTED)
+    assert concepts.tokens_per_class == 4  # the case where the two forms differ
+    pipe = StableDiffusionPipeline.from_pretrained(DEFAULT_PRIOR)  # as a user would: no dtype
+    for c in meta["classes"]:
+        pipe.load_textual_inversion(str(COMMITTED / c["embedding_file"]), token=c["tokens"][0])
+    pipe.load_lora_weights(str(COMMITTED))
+    ours = load_sd_components(DEFAULT_PRIOR)
+    apply_concepts(ours, COMMITTED, class_names=concepts.class_names)  # the expansion engine's path
+
+    for c in meta["classes"]:
+        i = c["index"]
+        assert c["stock_prompt"] == concepts.stock_prompt(i) and c["prompt"] == concepts.prompt(i)
+        converted = pipe.maybe_convert_prompt(c["stock_prompt"], pipe.tokenizer)
+        stock_ids = pipe.tokenizer(
+            converted, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        ).input_ids  # fmt: skip
+        our_ids = tokenize_prompts(ours.tokenizer, [concepts.prompt(i)])  # as ExpansionDataModule's prompts
+        assert torch.equal(stock_ids, our_ids), c["name"]
+        with torch.no_grad():
+            torch.testing.assert_close(pipe.text_encoder(stock_ids)[0], ours.text_encoder(our_ids)[0])
+        # our expanded form would be expanded once more by the stock pipeline: the reason for two forms
+        assert pipe.maybe_convert_prompt(c["prompt"], pipe.tokenizer).count(f"<class_{i}>") == 16
+
+    g = torch.Generator().manual_seed(0)
+    out = pipe(meta["classes"][7]["stock_prompt"], num_inference_steps=2, height=32, width=32, generator=g,
+               output_type="np")  # fmt: skip
+    assert out.images.shape == (1, 32, 32, 3) and out.images.std() > 0
+
+
+def _strip_new_fields(meta: dict) -> dict:
+    """concepts.json as the learner wrote it before the stock prompts were added."""
+    old = {k: meta[k] for k in ("base_model", "tokens_per_class", "prompt_template", "classes")}
+    keep = ("index", "name", "tokens", "metaclass", "embedding_file")
+    old["classes"] = [{k: c[k] for k in keep} for c in meta["classes"]]
+    return old
+
+
+def test_an_older_concepts_json_loads_and_migrates_to_the_committed_one(tmp_path):
+    folder = shutil.copytree(COMMITTED, tmp_path / "concepts")
+    committed_text = (COMMITTED / "concepts.json").read_text()
+    (folder / "concepts.json").write_text(json.dumps(_strip_new_fields(json.loads(committed_text)), indent=2))
+    old, new = read_concepts(folder), read_concepts(COMMITTED)
+    assert [old.prompt(c) for c in range(10)] == [new.prompt(c) for c in range(10)]
+    assert old.stock_prompt(7) == "a photo of a <class_7> shoe"
+
+    from diffexpand.concepts.migrate import main
+
+    main([str(folder)])
+    assert (folder / "concepts.json").read_text() == committed_text  # the writer's output, byte for byte
+    for path in COMMITTED.rglob("*.safetensors"):
+        assert (folder / path.relative_to(COMMITTED)).read_bytes() == path.read_bytes()
+    rewrite_concepts_json(folder)  # idempotent
+    assert (folder / "concepts.json").read_text() == committed_text
+
+
+def _edit(meta: dict, case: str) -> dict | str:
+    c7 = meta["classes"][7]
+    if case == "not json":
+        return "{'classes': "
+    if case == "template runs code":
+        meta["prompt_template"] = "{tokens.__init__.__globals__} {metaclass}"
+    elif case == "template without tokens":
+        meta["prompt_template"] = "a photo of a {metaclass}"
+    elif case == "template format spec":
+        meta["prompt_template"] = "{tokens:>999999999} {metaclass}"
+    elif case == "tokens per class":
+        meta["tokens_per_class"] = True
+    elif case == "index gap":
+        c7["index"] = 12
+    elif case == "tokens":
+        c7["tokens"] = ["<class_7>", "<class_7>_1", "<class_7>_2", "<class_8>"]
+    elif case == "stock prompt":
+        c7["stock_prompt"] = "a photo of a <class_7> <class_7>_1 <class_7>_2 <class_7>_3 shoe"
+    elif case == "stock template":
+        meta["stock_prompt_template"] = "a photo of a {tokens} {metaclass}"
+    elif case == "embedding path":
+        c7["embedding_file"] = "../../../etc/passwd"
+    elif case == "name":
+        c7["name"] = ["Sneaker"]
+    elif case == "classes":
+        meta["classes"] = {"7": c7}
+    return meta
+
+
+BAD = {
+    "not json": "not valid JSON",
+    "template runs code": "must contain {tokens}",
+    "template without tokens": "must contain {tokens}",
+    "template format spec": "must contain {tokens}",
+    "tokens per class": "tokens_per_class must be an integer",
+    "index gap": "class indices must be 0",
+    "tokens": r"classes\[7\]\.tokens must be",
+    "stock prompt": r"classes\[7\]\.stock_prompt must be 'a photo of a <class_7> shoe'",
+    "stock template": "stock_prompt_template",
+    "embedding path": r"classes\[7\]\.embedding_file must be 'embeddings/class_7.safetensors'",
+    "name": r"classes\[7\]\.name must be a non-empty string",
+    "classes": "classes must be a non-empty list",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_malformed_or_contradictory_concepts_json_is_refused_by_name(case, tmp_path):
+    folder = shutil.copytree(COMMITTED, tmp_path / "concepts")
+    edited = _edit(json.loads((COMMITTED / "concepts.json").read_text()), case)
+    (folder / "concepts.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    with pytest.raises(ConceptFolderError, match=BAD[case]) as err:
+        read_concepts(folder)
+    assert str(folder / "concepts.json") in str(err.value)  # says which file
+
+
+def test_an_embedding_file_of_the_wrong_shape_is_refused_before_the_tokenizer_changes(tiny_sd_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    folder = shutil.copytree(COMMITTED, tmp_path / "concepts")
+    save_file({"<class_3>": torch.zeros(2, 7)}, folder / "embeddings/class_3.safetensors")
+    parts = load_sd_components(tiny_sd_dir)
+    vocabulary = len(parts.tokenizer)
+    with pytest.raises(ConceptFolderError, match=r"class_3.safetensors must hold '<class_3>'.*\(4, \d+\)"):
+        apply_concepts(parts, folder)
+    assert len(parts.tokenizer) == vocabulary

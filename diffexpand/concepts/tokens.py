@@ -2,6 +2,8 @@
 
 Class i gets n tokens named like diffusers' multi-vector embeddings: "<class_i>", "<class_i>_1", …, so a
 prompt written for our pipeline and one expanded by `pipe.load_textual_inversion` are the same tokens.
+Our prompts write every token out ("<class_7> <class_7>_1 …"); a stock pipeline is given the first one
+only ("<class_7>", `class_token`) and writes out the rest itself (`maybe_convert_prompt`).
 The new rows live in their own small Parameter and are written over the embedding output by a forward
 hook: the frozen embedding table itself never changes, so "only the new rows train" holds exactly.
 """
@@ -15,6 +17,11 @@ from torch import nn
 def placeholder_tokens(class_index: int, tokens_per_class: int) -> list[str]:
     first = f"<class_{class_index}>"
     return [first] + [f"{first}_{k}" for k in range(1, tokens_per_class)]
+
+
+def class_token(class_index: int) -> str:
+    """The one token a stock diffusers prompt names a class by; the key of its embedding file."""
+    return placeholder_tokens(class_index, 1)[0]
 
 
 def concept_phrase(class_index: int, tokens_per_class: int) -> str:
@@ -37,7 +44,9 @@ def add_placeholder_tokens(tokenizer, text_encoder, num_classes: int, tokens_per
     if clash:
         raise ValueError(f"placeholder tokens already in the vocabulary: {clash[:5]}")
     tokenizer.add_tokens(names)
-    text_encoder.resize_token_embeddings(len(tokenizer))
+    # mean_resizing off: these rows are never read (the concept rows are written over the embedding
+    # output), so transformers' mean/covariance initialisation and its notice would be wasted
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     ids = tokenizer.convert_tokens_to_ids(names)
     return torch.tensor(ids).reshape(num_classes, tokens_per_class)
 
