@@ -5,7 +5,9 @@ PNG encoding is CPU work of the order of the GPU's time per image at 512 px (doc
 encoded by a thread pool (zlib releases the GIL) while the next batch is generated, and committed in
 order by one thread: images first (atomic renames), then the batch's manifest lines. A batch whose
 lines are not in the manifest is regenerated on the next run, so a crash or SIGKILL with batches in
-flight loses nothing but time.
+flight loses nothing but time. When the run ends (or fails), the set's dataset card (README.md: column
+types, `label` as a ClassLabel of the class names) is rewritten from the whole manifest, so a resumed or
+extended set gets one that lists every record's keys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from diffexpand.manifest import append_manifest, atomic_write_bytes, remove_stale_temporaries
+from diffexpand.manifest import (
+    append_manifest,
+    atomic_write_bytes,
+    remove_stale_temporaries,
+    write_dataset_card,
+)
 from diffexpand.preview import contact_sheet
 
 
@@ -89,14 +96,18 @@ class SyntheticImageWriter(BasePredictionWriter):
         trainer.strategy.barrier("synthetic-set-written")  # every rank's images too
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero:
-            sheet = contact_sheet(self.output_dir)
+        if trainer.is_global_zero:  # after every rank's images (the barrier above)
+            sheet = contact_sheet(self.output_dir, label_rows=True)
             if sheet is not None:
                 sheet.save(self.output_dir / "preview.png")
+            write_dataset_card(self.output_dir)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        # Commit what was generated before the error; a second error is not allowed to hide the first.
+        # Commit what was generated before the error, and describe it in the card; a second error is
+        # not allowed to hide the first.
         try:
             self._drain()
+            if trainer.is_global_zero:
+                write_dataset_card(self.output_dir)
         except Exception:
             pass

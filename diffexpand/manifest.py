@@ -2,15 +2,19 @@
 
 One JSON object per line, `file_name` (relative to the folder) first, then `label` and whatever the
 method recorded. Images are written atomically before their line is appended, so a line always
-points to a complete image; a torn last line (a crash mid-append) is ignored on reading.
+points to a complete image; a torn last line (a crash mid-append) is ignored on reading. The set's
+dataset card (README.md) gives `datasets` the columns' types, `label` as a ClassLabel.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
+import io
 import json
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from filelock import FileLock
@@ -130,3 +134,121 @@ def check_run_settings(folder: str | Path, settings: dict) -> None:
             )
         return
     atomic_write_bytes(path, (json.dumps(settings, indent=1, sort_keys=True) + "\n").encode())
+
+
+# ---- the dataset card ----------------------------------------------------------------------------
+CARD_NAME = "README.md"
+CARD_MARK = "<!-- diffexpand synthetic-set card: rewritten at the end of every run into this folder -->"
+CARD_DATA_FILES = [{"split": "train", "path": [MANIFEST_NAME, "images/*.png"]}]
+
+
+def class_names_of(records: list[dict]) -> list[str] | None:
+    """Class names in label order, from the records' `label` / `class_name`; None when they cannot name
+    a ClassLabel (a label with no image, a label with two names, two labels with one name)."""
+    names: dict[int, str] = {}
+    for r in records:
+        label, name = r.get("label"), r.get("class_name")
+        if type(label) is not int or not isinstance(name, str) or names.setdefault(label, name) != name:
+            return None
+    ordered = [names.get(i) for i in range(len(names))]
+    if None in ordered or len(set(ordered)) != len(ordered):
+        return None
+    return ordered
+
+
+def set_features(records: list[dict]):
+    """The `datasets.Features` of a set as the imagefolder builder reads metadata.jsonl: its own type
+    inference (pyarrow's JSON reader over every line, so a key that only some methods or records write, or
+    an integer in one line and a float in another, is typed from all of them), `file_name` as the image,
+    and `label` as a ClassLabel of the class names when they are known."""
+    import datasets
+    import pyarrow.json as paj
+
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    options = paj.ReadOptions(block_size=max(len(data), 1 << 20))  # one block: one inference over all
+    inferred = datasets.Features.from_arrow_schema(
+        paj.read_json(io.BytesIO(data), read_options=options).schema
+    )
+    names = class_names_of(records)
+    features = {}
+    for key, feature in inferred.items():
+        if key == "file_name":
+            features["image"] = datasets.Image()
+        elif key == "label" and names is not None:
+            features["label"] = datasets.ClassLabel(names=names)
+        else:
+            features[key] = feature
+    return datasets.Features(features)
+
+
+def write_dataset_card(folder: str | Path) -> Path | None:
+    """Write the set's dataset card (README.md) from the records in metadata.jsonl, atomically: column
+    types for `datasets`, with `label` a ClassLabel of the class names, so `datasets.load_dataset(folder)`
+    gives them. (`load_dataset("imagefolder", data_dir=folder)` reads the same files but, in datasets
+    5.x, never looks for a card: its labels stay integers.) A README.md this function did not write is
+    left alone. Returns the card's path, or None when nothing was written."""
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from huggingface_hub import DatasetCardData
+
+    folder = Path(folder)
+    path = folder / CARD_NAME
+    records = read_manifest(folder)
+    if not records:
+        return None
+    if path.exists() and CARD_MARK not in path.read_text(encoding="utf-8", errors="replace"):
+        message = f"{path} was not written by diffexpand: left as it is, without the set's column types"
+        warnings.warn(message, stacklevel=2)
+        return None
+    try:
+        features = set_features(records)
+    except ValueError as err:  # e.g. a key that is a number in one line and text in another
+        path.unlink(missing_ok=True)  # a card that no longer describes the set would drop columns
+        message = f"no dataset card for {folder}: its metadata has no consistent column types ({err})"
+        warnings.warn(message, stacklevel=2)
+        return None
+    card = DatasetCardData(task_categories=["image-classification"], tags=["synthetic", "diffexpand"])
+    DatasetInfosDict({"default": DatasetInfo(features=features)}).to_dataset_card_data(card)
+    # the builder takes its features from the config (a `dataset_info` alone is replaced by what it infers)
+    card["configs"] = [
+        {
+            "config_name": "default",
+            "data_files": CARD_DATA_FILES,
+            "features": copy.deepcopy(card["dataset_info"]["features"]),  # no YAML anchors
+        }
+    ]
+    text = f"---\n{card.to_yaml()}\n---\n{CARD_MARK}\n\n{_card_body(records, features)}"
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def _card_body(records: list[dict], features) -> str:
+    methods = sorted({str(r.get("method")) for r in records if r.get("method") is not None})
+    label = features.get("label")
+    names = getattr(label, "names", None)
+    counts: dict = {}
+    for r in records:
+        counts[r.get("label")] = counts.get(r.get("label"), 0) + 1
+    lines = [
+        "# Synthetic set",
+        "",
+        f"{len(records)} images made by diffexpand ({', '.join(methods) or 'unknown method'}). "
+        "`metadata.jsonl` has one line per image: `file_name`, `label`, then what the method recorded; "
+        "this card gives every column's type"
+        + (", with `label` a ClassLabel of the class names." if names else "."),
+        "",
+        "```python",
+        "import datasets",
+        "",
+        'ds = datasets.load_dataset("path/to/this/folder", split="train")  # reads this card',
+        "```",
+        "",
+        '`datasets.load_dataset("imagefolder", data_dir=...)` reads the same images and metadata but not '
+        "this card, so `label` comes as plain integers there.",
+        "",
+    ]
+    if names:
+        lines += ["| label | class | images |", "| --- | --- | --- |"]
+        for i, name in enumerate(names):
+            cell = " ".join(name.split()).replace("|", "\\|")  # names are data: keep the table whole
+            lines.append(f"| {i} | {cell} | {counts.get(i, 0)} |")
+    return "\n".join(lines) + "\n"
