@@ -27,7 +27,7 @@ class OracleTrainer(L.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 5e-4,
         label_smoothing: float = 0.05,
-        output_dir: str = "assets/fashion-oracle",
+        output_dir: str = "outputs/fashion-oracle",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -59,3 +59,4 @@ class OracleTrainer(L.LightningModule):
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.hparams.output_dir:
             self.model.save(Path(self.hparams.output_dir))
+            self.saved_to = Path(self.hparams.output_dir)  # train.py names it with the run's other outputs

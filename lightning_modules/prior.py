@@ -49,7 +49,7 @@ class TinyPriorTrainer(L.LightningModule):
         kl_weight: float = 1e-6,
         caption_dropout: float = 0.1,
         ema_decay: float = 0.999,
-        output_dir: str = "assets/tiny-fashion-prior",
+        output_dir: str = "outputs/tiny-fashion-prior",
         save_dtype: str = "float16",
     ):
         super().__init__()
@@ -172,7 +172,7 @@ class TinyPriorTrainer(L.LightningModule):
             "latent_scaling_factor": float(self.latent_scale),
         }
         (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        print(f"Saved the trained prior to {out.resolve()}")
+        self.saved_to = out  # train.py names it with the run's other outputs
 
 
 def describe_hardware() -> str:

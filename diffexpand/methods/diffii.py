@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,19 +30,25 @@ from diffexpand.suffixes import resolve_suffixes
 
 from .base import ExpansionMethod, class_members
 from .common import conditions, decode, initial_noise
-from .inputs import AUTOCAST_OFF, Workspace, by_id, real_latents
+from .inputs import AUTOCAST_OFF, Workspace, advancing, by_id, progress_bar, real_latents
 from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @torch.no_grad()
 def invert_latents(
-    parts, latents: torch.Tensor, prompts: list[str], steps: int, guidance: float
+    parts,
+    latents: torch.Tensor,
+    prompts: list[str],
+    steps: int,
+    guidance: float,
+    progress: Callable | None = None,
 ) -> torch.Tensor:
-    """DDIM inversion of clean latents to the start of a `steps`-step trajectory."""
+    """DDIM inversion of clean latents to the start of a `steps`-step trajectory (`progress` wraps the
+    steps, as in `ddim_invert`)."""
     cond, uncond = conditions(parts, prompts)
     schedule = Schedule.from_scheduler(parts.scheduler, steps)
-    return ddim_invert(cfg_model_fn(parts.unet, cond, uncond, guidance), latents, schedule)
+    return ddim_invert(cfg_model_fn(parts.unet, cond, uncond, guidance), latents, schedule, progress=progress)
 
 
 def inversion_pool(ws: Workspace, latents: dict[str, torch.Tensor], steps: int, guidance: float) -> dict:
@@ -56,12 +63,15 @@ def inversion_pool(ws: Workspace, latents: dict[str, torch.Tensor], steps: int, 
         stacked, device = torch.stack([latents[s] for s in ids]), model.device()
         dtype = model.parts.unet.dtype
 
-        def invert(rows: torch.Tensor) -> torch.Tensor:
-            chunk = stacked[rows.cpu()].to(device, dtype)
-            return invert_latents(model.parts, chunk, [prompts[i] for i in rows.tolist()], *settings).float()
+        def invert(rows: torch.Tensor, progress: Callable | None = None) -> torch.Tensor:
+            chunk, chunk_prompts = stacked[rows.cpu()].to(device, dtype), [prompts[i] for i in rows.tolist()]
+            return invert_latents(model.parts, chunk, chunk_prompts, *settings, progress=progress).float()
 
-        with model.precision(device):
-            inverted = torch.cat([invert(rows) for rows in torch.arange(len(ids)).split(ws.batch_size)])
+        chunks = torch.arange(len(ids)).split(ws.batch_size)
+        desc = f"DDIM inversion of {len(ids)} real images"
+        # counted in DDIM steps, not images: the default pool (50 images) is a single chunk
+        with model.precision(device), progress_bar(len(chunks) * steps, desc, "step") as bar:
+            inverted = torch.cat([invert(rows, lambda s: advancing(bar, s)) for rows in chunks])
 
         def without_autocast(rows: torch.Tensor) -> torch.Tensor:
             with torch.autocast(device.type, enabled=False):

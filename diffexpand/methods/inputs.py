@@ -10,12 +10,15 @@ record with `method.inputs_for(record, prepared)`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from tqdm import tqdm
 
 from diffexpand.cache import cache_key, cached_json, cached_tensors
 from diffexpand.finite import recompute_non_finite, refuse_non_finite
@@ -25,6 +28,39 @@ from .common import PlanContext
 log = logging.getLogger(__name__)
 
 AUTOCAST_OFF = "autocast off"  # the fallback for a cache row that came out non-finite
+NO_PROGRESS = "DIFFEXPAND_NO_PROGRESS"  # set to anything but "" or "0": no progress bars
+
+
+def progress_switched_off() -> bool:
+    """DIFFEXPAND_NO_PROGRESS is set to anything but "" or "0" (every bar of the project obeys it)."""
+    return os.environ.get(NO_PROGRESS, "").strip() not in ("", "0")
+
+
+def progress_wanted(stream=None) -> bool:
+    """Whether input builders draw progress bars: only onto a terminal (`stream`, default stderr), and
+    not when DIFFEXPAND_NO_PROGRESS is set (tqdm's own TQDM_DISABLE=1 works too). No rank rule: the
+    builders run inside a cache entry's file lock, so exactly one process (DDP rank or sweep run)
+    builds each entry while the others wait, and a rank-0-only rule would hide the bar whenever another
+    rank wins the lock."""
+    if progress_switched_off():
+        return False
+    isatty = getattr(sys.stderr if stream is None else stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def progress_bar(total: int, desc: str, unit: str) -> tqdm:
+    """A stderr bar for a slow input build (VAE latents, inversions, features); it clears itself when
+    done, leaving the cache's one-line "built … in N s" message."""
+    return tqdm(
+        total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=not progress_wanted()
+    )
+
+
+def advancing(bar: tqdm, items: Iterable, size: Callable[[Any], int] = lambda _: 1) -> Iterator:
+    """`items`, advancing `bar` by `size(item)` once the work on each item is done."""
+    for item in items:
+        yield item
+        bar.update(size(item))
 
 
 class ModelService(Protocol):
@@ -110,7 +146,9 @@ def real_latents(ws: Workspace, method: str) -> dict[str, torch.Tensor]:
         # the VAE runs in float32 outside autocast (diffexpand.models.vae): no lower-precision path to
         # fall back from, so a NaN / Inf latent is the image's own fault and is named
         chunks = real.pixels().split(ws.batch_size)
-        latents = torch.cat([encode_images(model.parts.vae, c.to(device)).float() for c in chunks])
+        with progress_bar(len(real.ids), "VAE latents of the real images", "img") as bar:
+            chunks = advancing(bar, chunks, len)
+            latents = torch.cat([encode_images(model.parts.vae, c.to(device)).float() for c in chunks])
         refuse_non_finite(latents, real.ids, "VAE latents", hint="")
         return {"latents": latents}
 
@@ -129,7 +167,9 @@ def real_features(ws: Workspace, method: str, extractor) -> tuple[dict[str, torc
     def build():
         device = model.device()
         images = real.pixels()
-        feats = [normalized(extractor(chunk.to(device))) for chunk in images.split(ws.batch_size)]
+        with progress_bar(len(real.ids), "Features of the real images", "img") as bar:
+            chunks = advancing(bar, images.split(ws.batch_size), len)
+            feats = [normalized(extractor(chunk.to(device))) for chunk in chunks]
 
         def without_autocast(rows):
             with torch.autocast(device.type, enabled=False):
