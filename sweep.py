@@ -6,9 +6,12 @@
 Arguments `--expand.X=v` and `--classify.X=v` go to `expand.py predict` and `train.py fit` as `--X=v`,
 so a W&B sweep's `${args}` sets any LightningCLI value of either stage. Runs whose expansion settings
 are equal share one synthetic set (under --root, named by a hash of those settings); the expander's
-resume logic makes the second use free. The W&B run gets the proposed values as its config and the set
-metrics and test accuracy as its summary. `wandb agent` starts this program (see configs/sweeps/);
-`tools/sweep_local.py` runs the same sweep files offline.
+resume logic makes the second use free. The W&B run gets the proposed values as its config, typed as
+the command line spells them (0.5 a float, 3 an int, true a bool; LightningCLI key names prefixed by
+the stage, as the sweep names them), the classifier's resolved config under the same `classify.` keys
+(a swept value is one key, not two), and the set metrics and test accuracy as its summary.
+`wandb agent` starts this program (see configs/sweeps/); `tools/sweep_local.py` runs the same sweep
+files offline and logs the curves of a sweep (the metric against each swept value) in a summary run.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import json
 import os
 import sys
 from pathlib import Path
-
-from diffexpand.paths import DEFAULT_ORACLE
 
 STAGES = ("expand", "classify")
 
@@ -42,8 +43,23 @@ def split_stage_args(args: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def params_of(stage_args: dict[str, list[str]]) -> dict[str, str]:
-    return {f"{s}.{a[2:].split('=', 1)[0]}": a.split("=", 1)[1] for s in STAGES for a in stage_args[s]}
+def typed_value(text: str):
+    """A command-line value as the type it spells: "0.5" -> 0.5, "3" -> 3, "true" / "True" -> True,
+    "null" -> None, "[1, 2]" -> [1, 2]; anything else ("chaos") stays a string. JSON, not YAML: YAML
+    reads "1e-4" as a string and "off" as False."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"True": True, "False": False}.get(text, text)  # Python's spelling (wandb agent's ${args})
+
+
+def params_of(stage_args: dict[str, list[str]]) -> dict:
+    """{"expand.model.init_args.x": typed value, ...}: the stage-prefixed names the sweep files use."""
+    return {
+        f"{s}.{a[2:].split('=', 1)[0]}": typed_value(a.split("=", 1)[1])
+        for s in STAGES
+        for a in stage_args[s]
+    }
 
 
 def run(
@@ -52,13 +68,14 @@ def run(
     args: list[str],
     root: str = "outputs/sweeps",
     project: str = "diffexpand-sweeps",
-    oracle: str | None = str(DEFAULT_ORACLE),
 ) -> dict:
     """Run the pipeline once; returns the summary metrics."""
     import wandb
 
     import expand
     import train
+    from callbacks.set_metrics import summary_figures
+    from callbacks.wandb_logging import config_prefix
 
     stage_args = split_stage_args(args)
     params = params_of(stage_args)
@@ -75,19 +92,16 @@ def run(
         "synthetic_set": str(synthetic),
     }
     run = wandb.init(project=project, dir=root, config=config, reinit="finish_previous")
-    callbacks = []
-    if oracle:
-        callbacks = [
-            "--trainer.callbacks+=callbacks.set_metrics.SyntheticSetMetrics",
-            f"--trainer.callbacks.oracle={oracle}",
-        ]
-    expand_args = ["predict", "--config", expand_config, f"--output_dir={synthetic}", *callbacks]
-    expand.cli_main([*expand_args, *stage_args["expand"]])
+    offline, sync_dir = run.offline, run.sync_dir
+    # The expansion config's own set-metrics callback measures the set (set_metrics.json); its W&B
+    # logger joins this run: its settings as expand.…, the set's figures, table and grid.
+    expand_args = ["predict", "--config", expand_config, f"--output_dir={synthetic}"]
+    with config_prefix("expand"):
+        expand.cli_main([*expand_args, *stage_args["expand"]])
     summary: dict = {}
     metrics_file = synthetic / "set_metrics.json"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text()).get("oracle", {})
-        summary |= {f"set/{k}": metrics[k] for k in ("faithfulness", "diversity") if k in metrics}
+    if metrics_file.exists():  # also for an expansion config without a W&B logger
+        summary |= summary_figures(json.loads(metrics_file.read_text()))
         run.log(summary)
     if classify_config:
         classify_args = [
@@ -99,11 +113,14 @@ def run(
             f"--trainer.default_root_dir={Path(root) / f'classifier-{run_key}'}",
             *stage_args["classify"],
         ]
-        cli = train.cli_main(classify_args)
+        with config_prefix("classify"):  # its resolved config under the names the sweep gives them
+            cli = train.cli_main(classify_args)
         summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
     if wandb.run is not None:  # the classifier's logger closes the run it used
         wandb.run.summary.update(summary)
         wandb.finish()
+    if offline:
+        print(f"W&B offline run in {sync_dir}; upload it with: wandb sync {sync_dir}")
     return summary
 
 
@@ -115,14 +132,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--classify-config", default=None)
     parser.add_argument("--root", default="outputs/sweeps")
     parser.add_argument("--project", default=os.environ.get("WANDB_PROJECT", "diffexpand-sweeps"))
-    parser.add_argument("--oracle", default=str(DEFAULT_ORACLE), help="oracle for set metrics ('' to skip)")
     known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    summary = run(
-        known.expand_config, known.classify_config, rest, known.root, known.project, known.oracle or None
-    )
+    summary = run(known.expand_config, known.classify_config, rest, known.root, known.project)
     print(json.dumps(summary, indent=1))
     return summary
 
 
 if __name__ == "__main__":
-    main()
+    from diffexpand.cli import run_with_clear_errors, silence_known_noise
+
+    silence_known_noise()
+    run_with_clear_errors(main)

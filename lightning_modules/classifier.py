@@ -3,8 +3,10 @@ label smoothing, SGD or AdamW with linear warm-up then cosine decay.
 
 Evaluation is on the dataset's test split: top-1 and mean per-class accuracy every validation epoch
 and at `test`; long-tail sets add many/medium/few-shot accuracy, Waterbirds per-group and worst-group
-accuracy. Both the last epoch and the best epoch are logged (`*_best`); tables use the last epoch,
-because picking the best epoch on the test split would be selecting on it.
+accuracy. The test's confusion matrix is kept as `test_confusion` (rows: true class, columns:
+predicted), for the loggers' per-class plots (callbacks/wandb_logging.py). Both the last epoch and
+the best epoch are logged (`*_best`); tables use the last epoch, because picking the best epoch on the
+test split would be selecting on it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 
 import lightning as L
 import torch
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from diffexpand.classification.metrics import group_accuracy, per_class_accuracy, shot_splits, split_accuracy
 from diffexpand.features.timm_backbone import LITE0_PACKAGE, lite0_package_state_dict, load_state_dict_file
@@ -93,6 +95,8 @@ class Classifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.top1 = MulticlassAccuracy(num_classes, average="micro")
         self.mean_class = MulticlassAccuracy(num_classes, average="macro")
+        self.confusion = MulticlassConfusionMatrix(num_classes)  # synced across ranks, unlike _eval_outputs
+        self.test_confusion: torch.Tensor | None = None
         self.splits = shot_splits(dm.train_counts(), hp.many_shot, hp.few_shot) if dm is not None else {}
         self.best: dict[str, float] = {}
         self._eval_outputs: list[tuple[torch.Tensor, ...]] = []
@@ -116,6 +120,7 @@ class Classifier(L.LightningModule):
         preds = self(batch["pixel_values"]).argmax(-1)
         self.top1.update(preds, batch["label"])
         self.mean_class.update(preds, batch["label"])
+        self.confusion.update(preds, batch["label"])
         self._eval_outputs.append(
             (preds.cpu(), batch["label"].cpu(), batch.get("group", batch["label"]).cpu())
         )
@@ -130,8 +135,11 @@ class Classifier(L.LightningModule):
         preds, labels, groups = (torch.cat(x) for x in zip(*self._eval_outputs, strict=True))
         self._eval_outputs.clear()
         metrics = {"acc": float(self.top1.compute()), "mean_class_acc": float(self.mean_class.compute())}
+        if stage == "test":
+            self.test_confusion = self.confusion.compute().cpu()
         self.top1.reset()
         self.mean_class.reset()
+        self.confusion.reset()
         if self.splits.get("many") and (self.splits.get("few") or self.splits.get("medium")):  # long tail
             per_class = per_class_accuracy(preds, labels, self.num_classes)
             metrics |= {f"{k}_acc": v for k, v in split_accuracy(per_class, self.splits).items()}
@@ -152,6 +160,7 @@ class Classifier(L.LightningModule):
             self._eval_outputs.clear()
             self.top1.reset()
             self.mean_class.reset()
+            self.confusion.reset()
 
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")

@@ -2,6 +2,7 @@
 end-to-end `train.py fit` whose W&B offline run holds the test accuracy and the resolved config."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,26 +150,59 @@ def test_test_split_is_disjoint_from_everything_trained_on(tiny_sd_dir, tmp_path
     assert sources <= train_ids
 
 
-def test_train_fit_writes_a_wandb_run_with_test_accuracy_and_config(tiny_sd_dir, tmp_path):
+def test_train_fit_writes_a_wandb_run_where_wandb_sync_finds_it(tmp_path, monkeypatch, capsys):
+    """The default recipe, run from a fresh directory: the offline run lands in ./wandb (what `wandb
+    sync` with no path uploads) and says so; checkpoints and config.yaml stay in default_root_dir. The
+    run holds the resolved config once, typed; per-class plots with class names; the set's figures."""
+    from wandb_runs import read_run, table
+
     import train
 
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WANDB_DIR")  # conftest's: here the user's case, no WANDB_DIR
     syn = _synthetic(tmp_path / "syn", per_class=2, classes=10)
-    runs = tmp_path / "runs"
+    (syn / "set_metrics.json").write_text(json.dumps({
+        "images": 20, "oracle": {"faithfulness": 0.85, "diversity": 0.4, "images": 20, "per_class": {}},
+    }))  # fmt: skip
     train.cli_main([
         "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=2",
         "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
-        "--trainer.limit_test_batches=2",
-        f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
-        "--model.init_args.backbone=resnet10t", f"--data.init_args.synthetic=[{syn}]",
-        "--data.init_args.real.shots=2", "--data.init_args.p=0.5",
+        "--trainer.limit_test_batches=2", "--model.init_args.backbone=resnet10t",
+        f"--data.init_args.synthetic=[{syn}]", "--data.init_args.real.shots=2", "--data.init_args.p=0.25",
     ])  # fmt: skip
-    (run_dir,) = (runs / "wandb").glob("offline-run-*")
-    inspect = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)]
-    result = subprocess.run(inspect, capture_output=True, text=True, check=True)
-    summary = json.loads(result.stdout)
-    text = json.dumps(summary)
-    assert "test/acc" in text and "test/mean_class_acc" in text and "val/acc_best" in text
-    assert "ClassificationDataModule" in text and "resnet10t" in text  # the resolved config
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    printed = capsys.readouterr().out
+    assert "wandb sync" in printed and run_dir.name in printed  # how to upload it, said at the end
+    assert (tmp_path / "runs/classifier/checkpoints/last.ckpt").is_file()  # resume layout unchanged
+    assert (tmp_path / "runs/classifier/config.yaml").is_file() and not (tmp_path / "config.yaml").exists()
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}  # it would hide the listing
+    found = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert (
+        "Would sync 1 run" in found.stderr and f"run-{run_dir.name.rsplit('-', 1)[1]}.wandb" in found.stderr
+    )
+
+    run = read_run(run_dir)
+    config, summary = run["config"], run["summary"]
+    assert config["data.init_args.p"] == 0.25 and config["data.init_args.real.shots"] == 2  # typed
+    assert config["model.init_args.backbone"] == "resnet10t"
+    assert config["data.class_path"] == "datamodules.classification.ClassificationDataModule"
+    hparams = ("p", "backbone", "lr", "mixing", "label_smoothing", "image_size", "synthetic")
+    for name in hparams:  # each setting once: no bare copy from the modules' own hyper-parameters
+        assert name not in config and len([k for k in config if k.endswith(f".init_args.{name}")]) == 1
+    assert "real" not in config and "shots" not in config
+    assert "test/acc" in summary and "test/mean_class_acc" in summary and "val/acc_best" in summary
+    assert summary["synthetic/syn/faithfulness"] == 0.85 and summary["synthetic/syn/diversity"] == 0.4
+
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+             "Ankle boot"]  # fmt: skip
+    per_class = table(run_dir, summary, "test/per_class_acc")
+    assert per_class["columns"][:2] == ["class", "accuracy"]
+    assert {row[0] for row in per_class["data"]} <= set(names) and len(per_class["data"]) >= 2
+    assert all(0.0 <= row[1] <= 1.0 for row in per_class["data"])
+    confusion = table(run_dir, summary, "test/confusion_matrix")
+    assert len(confusion["data"]) == 100 and {row[0] for row in confusion["data"]} == set(names)
+    assert sum(row[2] for row in confusion["data"]) == sum(row[2] for row in per_class["data"])  # images
 
 
 @pytest.mark.parametrize("logger", ["false", "lightning.pytorch.loggers.CSVLogger"])
@@ -189,6 +223,8 @@ def test_classifier_runs_without_wandb(logger, tmp_path):
     if logger != "false":
         (metrics,) = tmp_path.rglob("metrics.csv")
         assert "test/acc" in metrics.read_text().splitlines()[0]
+        (hparams,) = tmp_path.rglob("hparams.yaml")  # the resolved config, as under W&B
+        assert "data.init_args.real.shots: 1" in hparams.read_text().splitlines()
 
 
 def test_exported_classifier_serves_as_a_feature_extractor(tmp_path):

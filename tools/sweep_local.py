@@ -6,8 +6,11 @@ runs in-process through `sweep.py`'s pipeline, logged to W&B offline.
         [--out outputs/sweeps/NAME] [-- --expand.trainer.accelerator=cpu ...]
 
 Arguments after `--` are added to every run (e.g. tiny settings). Writes results.csv and results.md
-(one row per run, best first, best configuration named) into --out; `wandb sync OUT/wandb/offline-run-*`
-uploads the runs later.
+(one row per run, best first, best configuration named) into --out, and ends with one more W&B run,
+`<sweep>-summary`: the results table, the metric against each swept value as a chart (`sweep/<name>`: a
+line over a numeric value, one line per value of a second swept setting; bars over a categorical
+one) and the best configuration. Swept values keep their types throughout. `wandb sync OUT/wandb`
+uploads every run of the sweep later (the command is printed at the end).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -75,7 +79,7 @@ def run_sweep(path, count: int, out: Path, extra: list[str]) -> list[dict]:
     fixed = fixed_arguments(cfg)
     metric, goal = cfg["metric"]["name"], cfg["metric"].get("goal", "minimize")
     os.environ.setdefault("WANDB_MODE", "offline")
-    runs, rows = [], []
+    runs, rows, details = [], [], []
     for i in range(count):
         proposal = sweeps.next_run(cfg, runs)
         if proposal is None:  # a grid is exhausted
@@ -100,9 +104,98 @@ def run_sweep(path, count: int, out: Path, extra: list[str]) -> list[dict]:
         )
         runs.append(done)
         rows.append(params | {metric: value})
+        details.append(params | summary)
     rows.sort(key=lambda r: _sort_key(r, metric, goal))
     write_results(rows, metric, goal, out, Path(path).name)
+    log_summary_run(details, cfg, out, Path(path).stem)
+    print(f"W&B offline runs of the sweep in {out / 'wandb'}; upload them with: wandb sync {out / 'wandb'}")
     return rows
+
+
+def column_names(parameters: list[str]) -> dict[str, str]:
+    """Chart column per swept key: its last part ("split_ratio"), longer where two would clash."""
+    names = {}
+    for key in parameters:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            tail = parts[-n:]
+            if sum(k.split(".")[-n:] == tail for k in parameters) == 1:
+                break
+        names[key] = safe_column("_".join(tail))
+    return names
+
+
+def safe_column(name: str) -> str:
+    """Only letters, digits and "_": Vega-Lite, which draws W&B's charts, reads "." in a field name as
+    nesting ("test/acc" -> "test_acc")."""
+    return re.sub(r"\W", "_", name)
+
+
+def _numeric(values: list) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+def _distinct(done: list[dict], key: str) -> int:
+    return len({repr(d[key]) for d in done})
+
+
+def sweep_charts(details: list[dict], parameters: list[str], metric: str) -> dict:
+    """`sweep/<name>` per swept setting: the metric against its values (W&B charts). A numeric
+    setting gets a line, one per value of the one other setting that varies when that one repeats its
+    values (K x stage: one line per stage); a categorical one bars of the metric's mean per value."""
+    import wandb
+
+    done = [d for d in details if d.get(metric) is not None]
+    col, y = column_names(parameters), safe_column(metric)
+    charts = {}
+    for key in parameters:
+        x = col[key]
+        varying = [k for k in parameters if k != key and _distinct(done, k) > 1]
+        if _numeric([d[key] for d in done]):
+            stroke = varying[0] if len(varying) == 1 and _distinct(done, varying[0]) < len(done) else None
+            by = [col[stroke]] if stroke else []
+            points = sorted(done, key=lambda d: (str(d[stroke]) if stroke else "", d[key]))
+            data = [[d[key], d[metric], *([str(d[stroke])] if stroke else [])] for d in points]
+            table = wandb.Table(columns=[x, y, *by], data=data)
+            title = f"{metric} vs {x}" + (f" per {by[0]}" if by else "")
+            charts[f"sweep/{x}"] = wandb.plot.line(table, x, y, stroke=by[0] if by else None, title=title)
+        else:
+            groups: dict[str, list[float]] = {}
+            for d in done:
+                groups.setdefault(str(d[key]), []).append(d[metric])
+            data = [[v, sum(m) / len(m), len(m)] for v, m in groups.items()]
+            table = wandb.Table(columns=[x, y, "runs"], data=data)
+            charts[f"sweep/{x}"] = wandb.plot.bar(table, x, y, title=f"{metric} (mean) per {x}")
+    return charts
+
+
+def log_summary_run(details: list[dict], cfg: dict, out: Path, name: str) -> None:
+    """A W&B run of the whole sweep: every run's settings and figures as a table (`sweep/results`), the
+    charts of `sweep_charts`, the best configuration in the summary (`best/<key>`, typed)."""
+    import wandb
+
+    metric, goal = cfg["metric"]["name"], cfg["metric"].get("goal", "minimize")
+    parameters = list(cfg["parameters"])
+    config = {
+        "sweep": name,
+        "method": cfg["method"],
+        "metric": metric,
+        "goal": goal,
+        "parameters": parameters,
+    }
+    run = wandb.init(project=f"sweep-{name}", dir=str(out), name=f"{name}-summary", job_type="sweep-summary",
+                     config=config, reinit="finish_previous")  # fmt: skip
+    keys = list(dict.fromkeys(k for d in details for k in d))
+    col = column_names(parameters)
+    columns = [col.get(k) or safe_column(k) for k in keys]
+    table = wandb.Table(columns=columns, data=[[d.get(k) for k in keys] for d in details])
+    run.log({"sweep/results": table} | sweep_charts(details, parameters, metric))
+    ranked = sorted(
+        (d for d in details if d.get(metric) is not None), key=lambda d: _sort_key(d, metric, goal)
+    )
+    if ranked:
+        run.summary.update({f"best/{k}": ranked[0][k] for k in [*parameters, metric]})
+    run.finish()
 
 
 def _cell(value) -> str:
