@@ -19,10 +19,24 @@ from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
+from callbacks.wandb_logging import LoggerSaveConfigCallback
+from diffexpand.cli import run_with_clear_errors, silence_known_noise
+from diffexpand.methods.catalog import describe_methods
+
+DESCRIPTION = (
+    "Generate a synthetic set: python expand.py predict [--config FILE] [--output_dir DIR]. "
+    "List the expansion methods with `python expand.py methods`, one method's settings with "
+    "`python expand.py methods DiffII`."
+)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "expand" / "diffii.yaml"
 
 
 class ExpandCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """An expander only predicts: `fit`, `validate` and `test` are not offered."""
+        return {"predict": LightningCLI.subcommands()["predict"]}
+
     def parse_arguments(self, parser, args) -> None:
         """Parse `args` (always given: `cli_main` adds the default config to the command line, so
         Lightning's warning about args beside sys.argv does not apply); a misspelled method setting is
@@ -46,8 +60,10 @@ class ExpandCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         from callbacks.image_writer import SyntheticImageWriter
+        from callbacks.progress import trainer_callbacks
 
-        trainer = super().instantiate_trainer(**kwargs)
+        # the project's bar (images/s) unless the config names one; none under enable_progress_bar: false
+        trainer = super().instantiate_trainer(**{"callbacks": trainer_callbacks(self), **kwargs})
         trainer.callbacks.append(SyntheticImageWriter(self._output_dir()))
         return trainer
 
@@ -55,7 +71,13 @@ class ExpandCLI(LightningCLI):
         return self.config[self.subcommand]["output_dir"] if self.subcommand else self.config["output_dir"]
 
     def after_predict(self) -> None:
-        print(f"Synthetic set written to {Path(self._output_dir()).resolve()}")
+        from callbacks.wandb_run import finish_wandb_runs, wandb_run_lines
+
+        where = wandb_run_lines(self.trainer)  # before W&B closes its run
+        finish_wandb_runs(self.trainer)
+        if self.trainer.is_global_zero:
+            print(f"Synthetic set written to {Path(self._output_dir()).resolve()}")
+            print("\n".join(where))
 
 
 UNKNOWN_SETTING = re.compile(r"Problem with given class_path '([\w.]+)':\s+Option '(\w+)' is not accepted")
@@ -105,12 +127,20 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ExpandCLI:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_callback=None,
-        parser_kwargs={"exit_on_error": False},  # errors reach parse_arguments, which explains them
+        # the resolved config, once, as the W&B run's settings (no config.yaml file: the set's folder
+        # records its settings itself)
+        save_config_callback=LoggerSaveConfigCallback,
+        save_config_kwargs={"save_to_log_dir": False},
+        auto_configure_optimizers=False,  # nothing is trained: no --optimizer / --lr_scheduler
+        parser_kwargs={"exit_on_error": False, "description": DESCRIPTION},  # errors reach parse_arguments
         args=args,
         run=run,
     )
 
 
 if __name__ == "__main__":
-    cli_main()
+    silence_known_noise()
+    if sys.argv[1:2] == ["methods"]:
+        run_with_clear_errors(lambda: print(describe_methods(sys.argv[2:])))
+    else:
+        run_with_clear_errors(cli_main)

@@ -6,8 +6,12 @@ classifier) and the LightningDataModule by `class_path` / `init_args`.
 
 from __future__ import annotations
 
-from lightning.pytorch import LightningDataModule, LightningModule
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
+
+from diffexpand.cli import run_with_clear_errors, silence_known_noise
 
 
 class TrainCLI(LightningCLI):
@@ -27,23 +31,64 @@ class TrainCLI(LightningCLI):
             for key, value in chosen.items():
                 fit[key] = value
 
+    def instantiate_trainer(self, **kwargs):
+        """Every trainer draws the project's progress bar (callbacks/progress.py) unless its config names
+        another; `enable_progress_bar: false` turns it off, even one a config names."""
+        from callbacks.progress import trainer_callbacks
+
+        return super().instantiate_trainer(**{"callbacks": trainer_callbacks(self), **kwargs})
+
     def after_fit(self) -> None:
         # Classifiers are judged on the test split after the last epoch: run it as part of `fit`.
         if getattr(self.model, "test_after_fit", False) and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule)
+        where = outputs_of(self.trainer, self.model)  # before W&B closes its run
         self._finish_wandb()
+        if self.trainer.is_global_zero:
+            print("\n".join(["Outputs of this run:", *(f"  {line}" for line in where)]))
 
     def after_test(self) -> None:
         self._finish_wandb()
 
     def _finish_wandb(self) -> None:
-        """Close W&B runs so the summary and the offline log are complete when the command returns
-        (Lightning leaves them open for notebooks; in-process callers such as sweeps start new ones)."""
-        from lightning.pytorch.loggers import WandbLogger
+        from callbacks.wandb_run import finish_wandb_runs
 
-        for logger in self.trainer.loggers:
-            if isinstance(logger, WandbLogger) and logger._experiment is not None:
-                logger.experiment.finish()
+        finish_wandb_runs(self.trainer)
+
+
+def outputs_of(trainer: Trainer, model: LightningModule) -> list[str]:
+    """Where a fit put what it wrote, as absolute paths: each checkpoint folder with its last (and, when
+    it monitors a metric, best) checkpoint; what the module saved (`saved_to`, a folder or file, or a
+    classifier's `export_path`); each logger's run folder (a W&B run's, with how to upload it)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import WandbLogger
+
+    from callbacks.wandb_run import wandb_run_lines
+
+    lines = []
+    for callback in trainer.checkpoint_callbacks:
+        if not isinstance(callback, ModelCheckpoint) or not callback.dirpath:
+            continue
+        found = [("last", callback.last_model_path)]
+        if callback.monitor:  # without one, the "best" checkpoint is only the newest top-k file
+            found.append((f"best {callback.monitor}", callback.best_model_path))
+        found = [f"{kind}: {_absolute(path)}" for kind, path in found if path and Path(path).is_file()]
+        written = f" ({'; '.join(found)})" if found else " (no checkpoint written)"
+        lines.append(f"checkpoints: {_absolute(callback.dirpath)}{written}")
+    saved = getattr(model, "saved_to", None) or model.hparams.get("export_path")
+    if saved and Path(saved).exists():
+        lines.append(f"saved: {_absolute(saved)}")
+    lines += wandb_run_lines(trainer)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            continue
+        if folder := getattr(logger, "log_dir", None) or logger.save_dir:  # CSV, TensorBoard …
+            lines.append(f"logs ({type(logger).__name__}): {_absolute(folder)}")
+    return lines or ["nothing written (no checkpoint callback, logger or saved model)"]
+
+
+def _absolute(path) -> Path:
+    return Path(path).expanduser().resolve()
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -64,4 +109,5 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 
 
 if __name__ == "__main__":
-    cli_main()
+    silence_known_noise()
+    run_with_clear_errors(cli_main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import tempfile
 
 import pytest
 
@@ -13,6 +14,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
+# Runs of shipped configs whose W&B folder a test does not choose go here, not into the checkout.
+os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="diffexpand-test-wandb-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -96,28 +96,58 @@ def test_missing_weights_fail_with_a_clear_message():
         fid_kid(torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 8))
 
 
-def test_expander_callback_and_command_measure_the_set(tiny_sd_dir, tmp_path):
+def test_expand_run_measures_the_set_and_logs_it_to_wandb(tiny_sd_dir, tmp_path):
+    """The shipped expansion trainer (configs/expand/base/trainer.yaml): set_metrics.json, and an
+    offline W&B run whose summary holds the oracle figures and the CLIP score of the committed tiny
+    CLIP, with a per-class table and a labelled grid, and the settings once, typed."""
     import json
 
+    from wandb_runs import offline_runs, table
+
     import expand
-    from diffexpand.paths import DEFAULT_ORACLE
     from tools.evaluate_synthetic import main as evaluate
 
-    extra = tmp_path / "metrics.yaml"
-    extra.write_text(
-        "trainer:\n  callbacks:\n    - class_path: callbacks.set_metrics.SyntheticSetMetrics\n"
-        f"      init_args: {{oracle: {DEFAULT_ORACLE}}}\n"
-    )
     out = tmp_path / "set"
     expand.cli_main([
-        "predict", "--config", "configs/expand/txt2img.yaml", "--config", str(extra), f"--output_dir={out}",
+        "predict", "--config", "configs/expand/txt2img.yaml", f"--output_dir={out}",
         "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
         "--model.init_args.method.num_inference_steps=2", "--data.init_args.images_per_class=3",
-        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.callbacks.real_test=100",
     ])  # fmt: skip
     written = json.loads((out / "set_metrics.json").read_text())
     assert written["images"] == 30 and 0 <= written["oracle"]["faithfulness"] <= 1
-    assert written["oracle"]["diversity"] > 0
+    assert written["oracle"]["diversity"] > 0 and written["oracle"]["frechet_distance"] > 0
+    assert len(written["clip_score"]["per_class"]) == 10
     result = evaluate([str(out), "--real-test", "100"])[str(out)]
     assert result["oracle"]["faithfulness"] == written["oracle"]["faithfulness"]
-    assert result["oracle"]["frechet_distance"] > 0
+    assert result["oracle"]["frechet_distance"] == pytest.approx(written["oracle"]["frechet_distance"])
+
+    (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    (run,) = offline_runs(tmp_path / "wandb").values()
+    summary, config = run["summary"], run["config"]
+    assert summary["set/faithfulness"] == pytest.approx(written["oracle"]["faithfulness"])
+    assert summary["set/clip_score"] == pytest.approx(written["clip_score"]["mean"])
+    assert summary["set/frechet_distance"] == pytest.approx(written["oracle"]["frechet_distance"])
+    assert summary["set/grid"]["count"] == 1
+    rows = table(run_dir, summary, "set/per_class")
+    assert [row[0] for row in rows["data"]][:2] == ["T-shirt/top", "Trouser"] and "clip_score" in rows[
+        "columns"
+    ]
+    # the settings once, with their types: no second copy under the module's own argument names
+    assert config["model.init_args.method.init_args.num_inference_steps"] == 2
+    assert "num_inference_steps" not in config and "pretrained" not in config
+
+
+def test_metric_weights_are_checked_before_generation(tmp_path):
+    from types import SimpleNamespace
+
+    from callbacks.set_metrics import SyntheticSetMetrics
+
+    callback = SyntheticSetMetrics(clip_model=str(tmp_path / "no-clip"), lpips_net="alex")
+    with pytest.warns(UserWarning) as caught:
+        callback.setup(SimpleNamespace(is_global_zero=True), None, "predict")
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("CLIP score left out") and "no-clip" in m for m in messages)
+    assert any(m.startswith("LPIPS diversity left out") for m in messages)
+    assert callback._clip is None and callback._lpips is None

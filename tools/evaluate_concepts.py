@@ -1,8 +1,10 @@
 """Measure a concept folder: oracle fine-class accuracy, learned prompt versus metaclass prompt.
 
-    python tools/evaluate_concepts.py outputs/concepts/fashion_mnist-5shot-seed0 [--n 200]
+    python tools/evaluate_concepts.py outputs/concepts/fashion_mnist-5shot-seed0 [--n 200] [--out DIR]
 
-Prints the table and writes quality.json and samples.png into the concept folder.
+Prints the table and writes quality.json and samples.png into --out (default:
+outputs/concept-quality/<concept folder name>; a committed folder's figures are refreshed only when
+--out names it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 
 
+def default_out(concepts) -> Path:
+    """Under outputs/, named after the concept folder: never into the folder, which may be committed."""
+    return Path("outputs/concept-quality") / Path(concepts).name
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -31,8 +38,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--no-base", action="store_true", help="skip the base-model (no LoRA) baseline")
+    parser.add_argument(
+        "--out", default=None, help="folder for quality.json / samples.png (default: see above)"
+    )
     args = parser.parse_args(argv)
     folder = Path(args.concepts)
+    out = Path(args.out) if args.out else default_out(folder)
     concepts = read_concepts(folder)
     parts = load_sd_components(concepts.base_model)
     base_parts = None if args.no_base else load_sd_components(concepts.base_model)
@@ -49,11 +60,12 @@ def main(argv=None) -> dict:
     b = f"{result[base + '_mean']:>22.3f}" if base_parts is not None else f"{'-':>22}"
     print(f"{'mean':<14} {result['learned_prompt_mean']:>15.3f} {result['metaclass_prompt_mean']:>17.3f} {b}")
     result |= {"images_per_class": args.n, "ddim_steps": args.steps, "guidance_scale": args.guidance}
-    (folder / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
     # one row per class: 8 learned-prompt samples, then 8 metaclass-prompt samples (same seeds)
     grid = torch.cat([torch.cat([a[:8], b[:8]]) for a, b in samples.values()])
     grid = torch.nn.functional.interpolate((grid.clamp(-1, 1) + 1) / 2, scale_factor=2, mode="nearest")
-    save_image(make_grid(grid, nrow=16, padding=2, pad_value=1.0), folder / "samples.png")
+    save_image(make_grid(grid, nrow=16, padding=2, pad_value=1.0), out / "samples.png")
     return result
 
 

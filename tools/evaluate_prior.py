@@ -1,9 +1,12 @@
 """Measure the committed tiny prior and write its model card figures.
 
     python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior] [--oracle assets/fashion-oracle]
+        [--out outputs/prior-quality/<prior folder name>]
 
-Prints and writes quality.json and samples.png next to the prior: oracle metaclass accuracy of
-"a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split.
+Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
+"a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split. The
+committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior`
+(`make prior` does).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE, DEFAULT_PRIOR
 
 
+def default_out(prior) -> Path:
+    """Under outputs/, named after the prior: never into the prior's folder, which may be committed."""
+    return Path("outputs/prior-quality") / Path(prior).name
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -34,10 +42,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument(
-        "--out", default=None, help="folder for quality.json / samples.png (default: --prior)"
+        "--out",
+        default=None,
+        help="folder for quality.json / samples.png (default: outputs/prior-quality/<prior folder name>)",
     )
     args = parser.parse_args(argv)
-    out = Path(args.out or args.prior)
+    out = Path(args.out) if args.out else default_out(args.prior)
     parts = load_sd_components(args.prior)
     oracle = OracleCNN.load(args.oracle)
 

@@ -16,21 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from diffexpand.evaluation.synthetic_quality import evaluate_set
+from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_test_images
 from diffexpand.manifest import read_manifest
 from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
-
-
-def real_test_images(n: int) -> torch.Tensor:
-    """The first n Fashion-MNIST test images in [-1, 1], RGB: the reference for the Fréchet distance."""
-    from diffexpand.data.fashion_mnist import load_fashion_mnist
-
-    x, _ = load_fashion_mnist("test")
-    x = torch.from_numpy(x[:n].copy()).float() / 127.5 - 1
-    return x[:, None].repeat(1, 3, 1, 1)
 
 
 def main(argv=None) -> dict:
@@ -51,7 +40,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompt-template", default="a photo of a {}")
     args = parser.parse_args(argv)
     oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
-    real = real_test_images(args.real_test) if args.real_test and oracle is not None else None
+    real = fashion_mnist_test_images(args.real_test) if args.real_test and oracle is not None else None
     results = {}
     head = f"{'set':<28} {'images':>7} {'faithfulness':>13} {'diversity':>10} {'Fréchet':>8}"
     print(f"{head} {'CLIP':>7} {'LPIPS':>7}")

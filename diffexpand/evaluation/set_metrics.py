@@ -10,7 +10,9 @@ benchmark uses the oracle metrics of `synthetic_quality` instead.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +45,23 @@ def _uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def load_clip(path: str) -> tuple[torch.nn.Module, object]:
+    """(model, processor) of a transformers CLIP folder or hub id, in the form torchmetrics'
+    `CLIPScore` takes from a loader; `MetricWeightsNotAvailable` when it cannot be loaded."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    if not Path(path).is_dir() and path.startswith(("/", ".", "~", "assets/", "outputs/")):
+        # a folder that is not there; as a hub id it would be retried against the network for a minute
+        raise MetricWeightsNotAvailable(f"CLIP score needs a CLIP model; there is no folder {path!r}")
+    try:
+        return _ClipFeatures(CLIPModel.from_pretrained(path).eval()), CLIPProcessor.from_pretrained(path)
+    except OSError as err:
+        raise MetricWeightsNotAvailable(
+            f"CLIP score needs a CLIP model; {path!r} could not be loaded ({err}). Download e.g. "
+            "openai/clip-vit-large-patch14 where there is network and pass its local folder."
+        ) from err
+
+
 @torch.no_grad()
 def clip_score_per_class(
     images: torch.Tensor,
@@ -51,26 +70,23 @@ def clip_score_per_class(
     model: str | Callable = "openai/clip-vit-large-patch14",
 ) -> dict[int, float]:
     """Mean CLIP score per class of images (in [-1, 1]) against their class prompt. `model`: a hub id
-    or local folder of a transformers CLIP model, or a callable returning (model, processor)."""
+    or local folder of a transformers CLIP model, or a callable returning (model, processor) (e.g. a
+    `load_clip` result loaded earlier)."""
     from torchmetrics.multimodal.clip_score import CLIPScore
-    from transformers import CLIPModel, CLIPProcessor
 
-    def load(path=model):  # torchmetrics accepts only its own list of ids, or a loader like this
-        return _ClipFeatures(CLIPModel.from_pretrained(path).eval()), CLIPProcessor.from_pretrained(path)
-
-    try:
-        metric = CLIPScore(model_name_or_path=load if isinstance(model, str) else model)
-    except OSError as err:
-        raise MetricWeightsNotAvailable(
-            f"CLIP score needs a CLIP model; {model!r} could not be loaded ({err}). Download e.g. "
-            "openai/clip-vit-large-patch14 where there is network and pass its local folder."
-        ) from err
+    # torchmetrics accepts only its own list of ids as a string, or a loader like this
+    loader = (lambda: load_clip(model)) if isinstance(model, str) else model
+    metric = CLIPScore(model_name_or_path=loader)
     out = {}
     for c in sorted(set(labels.tolist())):
         metric.reset()
         chunk = _uint8(images[labels == c])
-        for batch in chunk.split(64):
-            metric.update(list(batch), [prompts[c]] * len(batch))
+        with warnings.catch_warnings():
+            # torchmetrics tokenizes with padding=True only; a tokenizer that keeps a max_length (as
+            # CLIP's do) then notes it is unused. Class prompts are far shorter than any CLIP context.
+            warnings.filterwarnings("ignore", message="`max_length` is ignored when `padding`=`True`")
+            for batch in chunk.split(64):
+                metric.update(list(batch), [prompts[c]] * len(batch))
         out[c] = float(metric.compute())
     return out
 

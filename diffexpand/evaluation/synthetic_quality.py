@@ -9,6 +9,7 @@ stand-in for CLIP score and LPIPS, whose weights are not available offline):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,15 @@ import torch
 from PIL import Image
 
 from diffexpand.manifest import read_manifest
+
+
+def fashion_mnist_test_images(n: int) -> torch.Tensor:
+    """The first n Fashion-MNIST test images in [-1, 1], RGB: the reference for the Fréchet distance."""
+    from diffexpand.data.fashion_mnist import load_fashion_mnist
+
+    x, _ = load_fashion_mnist("test")
+    x = torch.from_numpy(x[:n].copy()).float() / 127.5 - 1
+    return x[:, None].repeat(1, 3, 1, 1)
 
 
 def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +68,11 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().numpy(), b.double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    with warnings.catch_warnings():
+        # Fewer images than feature dimensions give a singular covariance; sqrtm's result is still the
+        # estimate the FID formula uses (and the only one a small set allows), so the warning says nothing.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
     covmean = covmean.real
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
@@ -94,12 +108,13 @@ def evaluate_set(
     oracle=None,
     class_prompts: list[str] | None = None,
     clip_model=None,
-    lpips_net: str | None = None,
+    lpips_net: str | torch.nn.Module | None = None,
     real_images: torch.Tensor | None = None,
 ) -> dict:
     """Every configured metric of one synthetic-set folder: oracle faithfulness / diversity / Fréchet
-    distance (with `oracle`), CLIP score against the class prompts (with `clip_model`), LPIPS
-    diversity (with `lpips_net`)."""
+    distance (with `oracle`), CLIP score against the class prompts (with `clip_model`: a folder, hub id
+    or (model, processor) loader), LPIPS diversity (with `lpips_net`: a backbone name or a built
+    LPIPS module)."""
     from . import set_metrics
 
     images, labels = load_synthetic(folder)
@@ -112,6 +127,7 @@ def evaluate_set(
         per_class = set_metrics.clip_score_per_class(images, labels, class_prompts, clip_model)
         result["clip_score"] = {"mean": float(np.mean(list(per_class.values()))), "per_class": per_class}
     if lpips_net is not None:
-        per_class = set_metrics.lpips_diversity(images, labels, set_metrics.build_lpips(lpips_net))
+        model = set_metrics.build_lpips(lpips_net) if isinstance(lpips_net, str) else lpips_net
+        per_class = set_metrics.lpips_diversity(images, labels, model)
         result["lpips_diversity"] = {"mean": float(np.mean(list(per_class.values()))), "per_class": per_class}
     return result
