@@ -91,7 +91,8 @@ def run(
         "classify_config": classify_config,
         "synthetic_set": str(synthetic),
     }
-    run = wandb.init(project=project, dir=root, config=config, reinit="finish_previous")
+    # dir absolute: W&B's service may have been started from another working directory
+    run = wandb.init(project=project, dir=str(Path(root).resolve()), config=config, reinit="finish_previous")
     offline, sync_dir = run.offline, run.sync_dir
     # The expansion config's own set-metrics callback measures the set (set_metrics.json); its W&B
     # logger joins this run: its settings as expand.…, the set's figures, table and grid.

@@ -56,7 +56,9 @@ class WandbRun(WandbLogger):
         tags: list[str] | None = None,
         offline: bool | None = None,
     ):
-        save_dir = save_dir or os.environ.get("WANDB_DIR") or "."
+        # absolute: W&B's service process, which writes the run, may have been started by an earlier run
+        # of this process from another working directory, and would resolve a relative path from there
+        save_dir = os.path.abspath(save_dir or os.environ.get("WANDB_DIR") or ".")
         os.makedirs(save_dir, exist_ok=True)
         super().__init__(
             project=project,
@@ -80,6 +82,14 @@ class WandbRun(WandbLogger):
         if self._experiment is None and wandb.run is not None:
             self._experiment, self.joined = wandb.run, True
         return WandbLogger.experiment.fget(self)
+
+    def finalize(self, status: str) -> None:
+        """A run that failed is closed as failed (exit code 1) here: the shells' normal close is never
+        reached, and an open run would be joined by the next logger of this process (a sweep's next
+        proposal, the next in-process call)."""
+        super().finalize(status)
+        if status == "failed" and self._experiment is not None and not self.joined:
+            self._experiment.finish(exit_code=1)
 
 
 def wandb_run_lines(trainer) -> list[str]:

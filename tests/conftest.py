@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 import tempfile
 
 import pytest
@@ -88,3 +89,13 @@ def tiny_concepts(tiny_sd_dir, tmp_path_factory):
     model = ConceptLearner(pretrained=str(tiny_sd_dir), lora_rank=4, output_dir=str(out))
     trainer.fit(model, LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _no_wandb_run_outlives_its_test():
+    """A W&B run left open (a test that stops a run half-way) would be joined by the next test's logger
+    and its files would land in that old run's folder: close it after each test."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()

@@ -76,7 +76,8 @@ def clip_score_per_class(
 
     # torchmetrics accepts only its own list of ids as a string, or a loader like this
     loader = (lambda: load_clip(model)) if isinstance(model, str) else model
-    metric = CLIPScore(model_name_or_path=loader)
+    # one process measures the whole set: no gathering across DDP ranks (the others are not computing)
+    metric = CLIPScore(model_name_or_path=loader, sync_on_compute=False)
     out = {}
     for c in sorted(set(labels.tolist())):
         metric.reset()
