@@ -24,6 +24,9 @@ HARMLESS_WARNINGS: list[tuple[type[Warning], str, str]] = [
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", "Lightning internals"),
     # The CLIs pass the command line as `args` on purpose (the embedded default config is inserted).
     (UserWarning, r"LightningCLI's args parameter is intended to run from within Python", "by design"),
+    # The concept learner and the prior trainer keep their frozen parts (VAE, UNet or text encoder)
+    # in eval mode on purpose: no dropout or norm statistics in what does not train.
+    (Warning, r"Found \d+ module\(s\) in eval mode at the start of training", "frozen parts"),
 ]
 
 # (logger name, message fragment): INFO advertisements, not information about the run.

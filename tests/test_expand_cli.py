@@ -78,3 +78,24 @@ def test_library_errors_keep_their_traceback():
         json.loads("{")
     except json.JSONDecodeError as err:
         assert not raised_on_purpose(err) and purposeful_error(err) is None
+
+
+def test_known_noise_is_silenced_by_message_and_other_warnings_still_reach_the_user():
+    import warnings
+
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from diffexpand.cli import silence_known_noise
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_known_noise()
+        warnings.warn(
+            "Found 401 module(s) in eval mode at the start of training. This may lead to …",
+            PossibleUserWarning,
+            stacklevel=1,
+        )
+        warnings.warn(
+            "The number of training batches (3) is smaller than …", PossibleUserWarning, stacklevel=1
+        )
+    assert [str(w.message)[:22] for w in caught] == ["The number of training"]
