@@ -75,6 +75,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _command_line(process: psutil.Process) -> str:
+    """A child's command line, or "" for one that has exited meanwhile (a zombie not yet reaped)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def test_two_process_ddp_equals_one_process_also_after_a_rank_is_killed(tiny_sd_dir, tiny_concepts, tmp_path):
     reference = tmp_path / "one-process"
     _run(_command(tiny_sd_dir, tiny_concepts, reference, tmp_path / "cache-1", 1, _free_port()))
@@ -95,7 +103,7 @@ def test_two_process_ddp_equals_one_process_also_after_a_rank_is_killed(tiny_sd_
     manifest, deadline, victim = killed / "metadata.jsonl", time.time() + 300, None
     while time.time() < deadline and main.poll() is None:
         ranks = psutil.Process(main.pid).children(recursive=True)
-        children = [p for p in ranks if "expand.py" in " ".join(p.cmdline())]
+        children = [p for p in ranks if "expand.py" in _command_line(p)]
         if children and manifest.exists() and len(manifest.read_text().splitlines()) >= 4:
             victim = children[0]
             break

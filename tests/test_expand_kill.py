@@ -94,7 +94,7 @@ def _lines(folder: Path) -> int:
 
 def test_twenty_random_sigkills_lose_nothing(tiny_sd_dir, tiny_concepts, tmp_path):
     """100 images in 50 batches of 2. Each of 20 SIGKILLs lands at a seeded random point: a quarter at a
-    random time during start-up (imports, model loading, cache building), the rest a random 0-50 ms
+    random time during start-up (imports, model loading, cache building), the rest a random 0-20 ms
     after the run has recorded 1-2 more batches (mid-generation, mid-write, mid-append)."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     reference, killed, cache = tmp_path / "reference", tmp_path / "killed", tmp_path / "cache"
@@ -110,14 +110,16 @@ def test_twenty_random_sigkills_lose_nothing(tiny_sd_dir, tiny_concepts, tmp_pat
         proc = subprocess.Popen(_command(tiny_sd_dir, tiny_concepts, killed, cache, per_class=10), cwd=REPO,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         if rng.random() < 0.25:
+            # During start-up: a random time, but no later than the run's first record, so that a fast
+            # machine (warm cache, quick imports) cannot turn a start-up kill into most of a run.
             deadline = time.time() + rng.uniform(0.2, 0.6) * full_run
-            while time.time() < deadline and proc.poll() is None:
-                time.sleep(0.01)
+            while time.time() < deadline and _lines(killed) == before and proc.poll() is None:
+                time.sleep(0.005)
         else:
             target, deadline = before + 2 * int(rng.integers(1, 3)), time.time() + 10 * full_run
             while _lines(killed) < target and time.time() < deadline and proc.poll() is None:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.05))
+            time.sleep(rng.uniform(0.0, 0.02))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
