@@ -1,32 +1,34 @@
-"""Fashion-MNIST as 32x32 RGB tensors in [-1, 1] with fine labels and metaclass captions."""
+"""Fashion-MNIST as 32x32 RGB tensors in [-1, 1] with fine labels and captions (metaclass, fine class,
+or metaclass plus measured attributes)."""
 
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from diffexpand.data.fashion_mnist import CLASS_NAMES, METACLASS_OF_CLASS, load_fashion_mnist
-
-
-def resize_uint8(images, size: int) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, 1, size, size) uint8, antialiased bilinear, in chunks to bound memory."""
-    out = []
-    for chunk in torch.from_numpy(np.array(images, copy=True)).split(8192):  # idx arrays are read-only
-        x = chunk[:, None].float()
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(x.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
+from diffexpand.data.attributes import AttributeCaptioner, attribute_caption
+from diffexpand.data.fashion_mnist import CLASS_NAMES, METACLASS_OF_CLASS, load_fashion_mnist, resize_uint8
 
 
 class FashionMNISTTensors(Dataset):
-    """In-memory images; each item is a dict with pixel_values (3, S, S) in [-1, 1], label, caption."""
+    """In-memory images; each item is a dict with pixel_values (3, S, S) in [-1, 1], label, caption.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, captions: list[str], hflip: bool = False):
+    With `attributes` (one tuple of words per image), the caption is built per draw: each word is kept
+    with probability 1 − `attribute_dropout`, so the prior learns every word on its own and the plain
+    metaclass caption stays in its training distribution."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        captions: list[str],
+        hflip: bool = False,
+        attributes: list[tuple[str, ...]] | None = None,
+        attribute_dropout: float = 0.5,
+    ):
         self.images, self.labels, self.captions, self.hflip = images, labels, captions, hflip
+        self.attributes, self.attribute_dropout = attributes, attribute_dropout
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -35,15 +37,22 @@ class FashionMNISTTensors(Dataset):
         x = self.images[i].float().div(127.5).sub(1).expand(3, -1, -1)
         if self.hflip and torch.rand(()) < 0.5:
             x = x.flip(-1)
-        return {"pixel_values": x, "label": int(self.labels[i]), "caption": self.captions[i]}
+        caption = self.captions[i]
+        if self.attributes is not None and self.attributes[i]:
+            words = self.attributes[i]
+            keep = (torch.rand(len(words)) >= self.attribute_dropout).tolist()
+            caption = attribute_caption("{}", caption, words, keep)
+        return {"pixel_values": x, "label": int(self.labels[i]), "caption": caption}
 
 
 class FashionMNISTDataModule(L.LightningDataModule):
     """Train / test splits of Fashion-MNIST.
 
-    `caption`: "metaclass" gives "a photo of a shoe" (what the prior is pre-trained on), "class"
-    gives "a photo of a Sneaker". Validation uses a fixed slice of the *train* split so the test split
-    stays untouched for classifier evaluation.
+    `caption`: "metaclass" gives "a photo of a shoe" (what the prior v1 is pre-trained on), "class"
+    gives "a photo of a Sneaker", "attributes" gives "a photo of a shoe, dark, patterned" with words
+    measured from the image (diffexpand.data.attributes; what the prior v2 is trained on), each word
+    dropped with probability `attribute_dropout` per draw. Validation uses a fixed slice of the *train*
+    split so the test split stays untouched for classifier evaluation.
     """
 
     def __init__(
@@ -56,10 +65,14 @@ class FashionMNISTDataModule(L.LightningDataModule):
         val_size: int = 1000,
         hflip: bool = True,
         num_workers: int = 0,
+        attribute_dropout: float = 0.5,
     ):
         super().__init__()
-        if caption not in {"metaclass", "class"}:
-            raise ValueError(f"caption must be 'metaclass' or 'class', got {caption!r}")
+        if caption not in {"metaclass", "class", "attributes"}:
+            raise ValueError(f"caption must be 'metaclass', 'class' or 'attributes', got {caption!r}")
+        if not 0.0 <= attribute_dropout <= 1.0:
+            raise ValueError(f"attribute_dropout must be in [0, 1], got {attribute_dropout}")
+        self.captioner: AttributeCaptioner | None = None
         self.save_hyperparameters()
         self.class_names = list(CLASS_NAMES)
 
@@ -68,10 +81,20 @@ class FashionMNISTDataModule(L.LightningDataModule):
         images, labels = load_fashion_mnist(split, hp.root)
         if sl is not None:
             images, labels = images[sl], labels[sl]
-        words = METACLASS_OF_CLASS if hp.caption == "metaclass" else CLASS_NAMES
+        words = CLASS_NAMES if hp.caption == "class" else METACLASS_OF_CLASS
         captions = [hp.prompt_template.format(words[y]) for y in labels]
+        pixels = resize_uint8(images, hp.image_size)
+        attributes = None
+        if hp.caption == "attributes":
+            metaclasses = [METACLASS_OF_CLASS[y] for y in labels]
+            if self.captioner is None:  # thresholds from the whole training split, measured once
+                train_images, train_labels = load_fashion_mnist("train", hp.root)
+                self.captioner = AttributeCaptioner.fit(
+                    resize_uint8(train_images, hp.image_size), [METACLASS_OF_CLASS[y] for y in train_labels]
+                )
+            attributes = self.captioner.words(pixels, metaclasses)
         return FashionMNISTTensors(
-            resize_uint8(images, hp.image_size), torch.as_tensor(labels), captions, hflip
+            pixels, torch.as_tensor(labels), captions, hflip, attributes, hp.attribute_dropout
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -172,6 +172,11 @@ class TinyPriorTrainer(L.LightningModule):
             "latent_scaling_factor": float(self.latent_scale),
         }
         (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        # The attribute thresholds its captions were built with: "dark" means darker than most of the
+        # metaclass, and evaluating the prior's attribute words needs the same thirds.
+        captioner = getattr(self.trainer.datamodule, "captioner", None)
+        if captioner is not None:
+            captioner.save(out)
         self.saved_to = out  # train.py names it with the run's other outputs
 
 

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from datamodules.fashion_mnist import resize_uint8
-from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, METACLASSES, load_fashion_mnist
+from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, METACLASSES, load_fashion_mnist, resize_uint8
 from diffexpand.evaluation.prior_quality import metaclass_accuracy
 from diffexpand.methods import Batch, Record
 from diffexpand.methods.txt2img import Txt2Img

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.fashion_mnist import resize_uint8
-from diffexpand.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from diffexpand.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, resize_uint8
 from diffexpand.evaluation.set_metrics import clip_score_per_class
 from diffexpand.evaluation.tiny_clip import EVAL_TEMPLATE, clip_score_matrix, zero_shot
 from diffexpand.paths import REPO_ROOT

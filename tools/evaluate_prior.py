@@ -4,7 +4,11 @@
         [--out outputs/prior-quality/<prior folder name>]
 
 Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
-"a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split. The
+"a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split, realism
+(Fréchet distance in oracle features to the first 2,000 test images of: 500 other real test images,
+their VAE reconstructions, 500 metaclass samples in the real class mix at each --realism-guidance), and,
+for a prior trained on attribute captions (its folder has captioner.json), attribute accuracy: does
+"a photo of a top, dark" give dark tops? The
 committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior`
 (`make prior` does).
 """
@@ -19,9 +23,14 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from datamodules.fashion_mnist import resize_uint8
-from diffexpand.data.fashion_mnist import METACLASSES, load_fashion_mnist
-from diffexpand.evaluation.prior_quality import metaclass_accuracy, vae_reconstruction_psnr
+from diffexpand.data.attributes import CAPTIONER_FILE, AttributeCaptioner
+from diffexpand.data.fashion_mnist import METACLASSES, load_fashion_mnist, resize_uint8
+from diffexpand.evaluation.prior_quality import (
+    attribute_accuracy,
+    metaclass_accuracy,
+    realism,
+    vae_reconstruction_psnr,
+)
 from diffexpand.models import load_sd_components
 from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE, DEFAULT_PRIOR
@@ -41,6 +50,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--n", type=int, default=200, help="samples per metaclass")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--realism-n", type=int, default=500, help="images per realism set (0: skip)")
+    parser.add_argument("--realism-guidance", type=float, nargs="+", default=[7.5, 3.0])
+    parser.add_argument(
+        "--attribute-n", type=int, default=50, help="samples per attribute word and metaclass"
+    )
     parser.add_argument(
         "--out",
         default=None,
@@ -68,6 +82,17 @@ def main(argv=None) -> dict:
         "guidance_scale": args.guidance,
         "sampling_seconds": round(sampling_seconds, 1),
     }
+    if args.realism_n:
+        reference, held_out = test[:2000], test[2000 : 2000 + args.realism_n]
+        result["realism_frechet"] = realism(
+            parts, oracle, reference, held_out, args.realism_n, args.steps, tuple(args.realism_guidance)
+        )
+        result["realism_reference"] = "Fashion-MNIST test images 0-1999; held-out real images from 2000 on"
+    if (Path(args.prior) / CAPTIONER_FILE).is_file() and args.attribute_n:
+        captioner = AttributeCaptioner.load(args.prior)
+        result["attribute_accuracy"] = attribute_accuracy(
+            parts, captioner, args.attribute_n, args.steps, args.guidance
+        )
     grid = torch.cat([samples[m][:12] for m in METACLASSES])
     grid = torch.nn.functional.interpolate((grid + 1) / 2, scale_factor=3, mode="nearest")
     out.mkdir(parents=True, exist_ok=True)

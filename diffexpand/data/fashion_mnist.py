@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .idx import read_idx
 
@@ -90,3 +92,25 @@ def load_fashion_mnist(split: str, root: str | Path | None = None) -> tuple[np.n
     if len(images) != len(labels):
         raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels in the {split} split")
     return images, labels
+
+
+def resize_uint8(images, size: int) -> torch.Tensor:
+    """uint8 images (N, H, W) -> (N, 1, size, size), or (N, C, H, W) -> (N, C, size, size): antialiased
+    bilinear, rounded back to uint8, in chunks to bound memory. The one resize path of the tiny world:
+    the prior trains on it, and the set metrics bring real and synthetic images to one size with it."""
+    x = torch.as_tensor(np.array(images, copy=True))  # idx arrays are read-only
+    if x.dtype != torch.uint8:
+        raise ValueError(f"resize_uint8 takes uint8 images, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+    out = []
+    for chunk in x.split(8192):
+        chunk = chunk.float()
+        if chunk.shape[-2:] != (size, size):
+            chunk = F.interpolate(
+                chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            )
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)

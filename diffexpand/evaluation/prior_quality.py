@@ -63,3 +63,92 @@ def vae_reconstruction_psnr(vae, images: torch.Tensor, batch: int = 500) -> floa
         recon = vae.decode(vae.encode(chunk).latent_dist.mean).sample
         values.append(psnr(recon, chunk))
     return torch.cat(values).mean().item()
+
+
+# The Fashion-MNIST test split's metaclass mix, per 10 images (4 tops, 1 trousers, 1 dress, 3 shoes,
+# 1 bag): realism samples follow it, so a set of equal size is compared with like.
+def metaclass_mix(n: int) -> dict[str, int]:
+    """How many of n realism samples each metaclass gets: the real class mix (n a multiple of 10)."""
+    if n % 10:
+        raise ValueError(f"the realism sample count must be a multiple of 10, got {n}")
+    return {meta: n // 10 * METACLASS_OF_CLASS.count(meta) for meta in METACLASSES}
+
+
+@torch.no_grad()
+def realism(
+    parts,
+    oracle,
+    real_reference: torch.Tensor,
+    real_held_out: torch.Tensor,
+    n: int = 500,
+    steps: int = 25,
+    guidances: tuple[float, ...] = (7.5,),
+    seed: int = 0,
+    template: str = "a photo of a {}",
+) -> dict[str, float]:
+    """Fréchet distances (oracle features) to `real_reference` of: n held-out real images (the floor
+    for a set of that size), their VAE reconstructions (what the autoencoder alone loses), and n
+    metaclass samples in the real class mix at each CFG scale. Every image is rounded to uint8 levels
+    first, as a set on disk is."""
+    from .synthetic_quality import frechet_distance, oracle_outputs
+
+    def features(images):
+        quantised = ((images.clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+        return oracle_outputs(oracle, quantised)[1]
+
+    reference = features(real_reference)
+    held_out = real_held_out[:n]
+    vae = parts.vae
+    recon = torch.cat(
+        [vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in held_out.split(100)]
+    )
+    result = {
+        "real_images": frechet_distance(features(held_out), reference),
+        "vae_reconstructions": frechet_distance(features(recon), reference),
+    }
+    for guidance in guidances:
+        samples = torch.cat(
+            [
+                generate_for_prompt(parts, template.format(meta), count, steps, guidance, seed)
+                for meta, count in metaclass_mix(n).items()
+            ]
+        )
+        result[f"samples_cfg{guidance:g}"] = frechet_distance(features(samples), reference)
+    return result
+
+
+@torch.no_grad()
+def attribute_accuracy(
+    parts,
+    captioner,
+    n: int = 50,
+    steps: int = 25,
+    guidance: float = 7.5,
+    seed: int = 0,
+    template: str = "a photo of a {}",
+) -> dict[str, dict[str, float]]:
+    """Does "a photo of a top, dark" give dark tops? For each metaclass and attribute, n samples with
+    each of its two words from the same starting noises. Per attribute: `paired` = share of noises where
+    the low word's sample measures lower than the high word's (chance 0.5); `in_third` = share of
+    samples that land in their word's third of the metaclass on the training split (chance 1/3)."""
+    from diffexpand.data.attributes import (
+        ATTRIBUTE_WORDS,
+        attribute_caption,
+        images_to_gray_uint8,
+        measure_attributes,
+    )
+
+    out: dict[str, dict[str, float]] = {}
+    for name, (low_word, high_word) in ATTRIBUTE_WORDS.items():
+        paired, in_third = [], []
+        for meta in METACLASSES:
+            low_t, high_t = captioner.thresholds[meta][name]
+            values = {}
+            for word in (low_word, high_word):
+                prompt = attribute_caption(template, meta, (word,))
+                images = generate_for_prompt(parts, prompt, n, steps, guidance, seed, key=f"{meta}/{name}")
+                values[word] = measure_attributes(images_to_gray_uint8(images))[name]
+            paired += (values[low_word] < values[high_word]).tolist()
+            in_third += (values[low_word] < low_t).tolist() + (values[high_word] > high_t).tolist()
+        out[name] = {"paired": sum(paired) / len(paired), "in_third": sum(in_third) / len(in_third)}
+    return out

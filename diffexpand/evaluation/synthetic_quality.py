@@ -16,28 +16,33 @@ import numpy as np
 import torch
 from PIL import Image
 
+from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
 from diffexpand.manifest import read_manifest
 
 
-def fashion_mnist_test_images(n: int) -> torch.Tensor:
-    """The first n Fashion-MNIST test images in [-1, 1], RGB: the reference for the Fréchet distance."""
-    from diffexpand.data.fashion_mnist import load_fashion_mnist
-
+def fashion_mnist_test_images(n: int, size: int = 32) -> torch.Tensor:
+    """The first n Fashion-MNIST test images in [-1, 1], RGB, at `size`: the reference for the Fréchet
+    distance. They take the path the prior's training images take (antialiased bilinear resize, rounded
+    to uint8), and synthetic sets are read at the same size, so both reach the oracle the same way."""
     x, _ = load_fashion_mnist("test")
-    x = torch.from_numpy(x[:n].copy()).float() / 127.5 - 1
-    return x[:, None].repeat(1, 3, 1, 1)
+    return resize_uint8(x[:n], size).float().div(127.5).sub(1).expand(-1, 3, -1, -1).contiguous()
 
 
 def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images in [-1, 1] (N, 3, size, size) and labels of a synthetic set folder."""
+    """Images in [-1, 1] (N, 3, size, size) and labels of a synthetic set folder. Images of another
+    size are resized like the real reference images (`fashion_mnist_test_images`): antialiased
+    bilinear, rounded to uint8."""
     folder = Path(folder)
     records = read_manifest(folder)
     if not records:
         raise FileNotFoundError(f"{folder} holds no metadata.jsonl records")
     images = []
     for r in records:
-        image = Image.open(folder / r["file_name"]).convert("RGB").resize((size, size), Image.BICUBIC)
-        images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+        image = torch.from_numpy(np.asarray(Image.open(folder / r["file_name"]).convert("RGB")).copy())
+        image = image.permute(2, 0, 1)
+        if image.shape[-2:] != (size, size):
+            image = resize_uint8(image[None], size)[0]
+        images.append(image)
     labels = torch.tensor([int(r["label"]) for r in records])
     return torch.stack(images).float() / 127.5 - 1, labels
 
