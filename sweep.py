@@ -116,7 +116,8 @@ def run(
         ]
         with config_prefix("classify"):  # its resolved config under the names the sweep gives them
             cli = train.cli_main(classify_args)
-        summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+        final = ("test/", "validation/")  # the classifier names its final figures after the split
+        summary |= {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(final)}
     if wandb.run is not None:  # the classifier's logger closes the run it used
         wandb.run.summary.update(summary)
         wandb.finish()

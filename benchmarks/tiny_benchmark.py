@@ -1,15 +1,25 @@
 """The tiny benchmark: the Fashion-MNIST analogue of the Diff-II paper's Table 1, on the committed prior.
 
-    python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 4 rows
-    python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 8 rows
+    python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 5 rows
+    python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 9 rows
+    python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
 
 For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml) and serve every
 method that needs them; each method expands the subset 5x (configs/expand/<method>.yaml); a classifier
-(configs/classifier.yaml) trains on real + synthetic and is tested on the full test split. The table
-gives mean ± std test accuracy over seeds, the gain over Original (real only), the oracle faithfulness
-and diversity of the synthetic set, and generation images/s. The full profile adds the Diff-II split
-ratio curve (faithfulness vs diversity as s goes from 0 to 1). Everything is written under --out:
-report.md, results.csv, per-class grids, the plot, W&B offline runs. Finished stages are reused.
+(configs/classifier.yaml) trains on real + synthetic and is evaluated on `--split`: `test` (default, the
+full test split: use it once, for the final table) or `validation` (carved from the training split,
+disjoint from every few-shot subset with seed < 10 and shots <= 50: tune every setting on it).
+
+Rows: Original (real only); the "Real x5" ceiling (as many *other real* training images as a method adds,
+disjoint from the subset and the validation split, drawn by the subset's seed and written as a set, so
+they take the classifier path and mixing of Diff-II's row); one row per method. Per row: mean ± std
+accuracy over seeds, the paired gain over Original (per seed, against Original on the same subset:
+mean ± std, and the seeds where the method wins), the gain as a share of the ceiling's, the accuracy of
+the classifier trained on the set alone (synthetic only: full profile), the oracle faithfulness and
+diversity of the set, and generation images/s. The full profile adds the Diff-II split ratio curve
+(faithfulness vs diversity as s goes from 0 to 1). Everything is written under --out: report.md,
+results.csv, results_per_seed.csv (with a -validation suffix for the validation split), per-class grids,
+the plot, W&B offline runs. Finished stages are reused.
 """
 
 from __future__ import annotations
@@ -17,34 +27,62 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from diffexpand.classification.paired import paired_gains, share_of_ceiling  # noqa: E402
+
+EXPANSION_DATA = REPO / "configs" / "expand" / "base" / "data.yaml"  # what every method config expands
+
+
+def expansion_settings(path: Path = EXPANSION_DATA) -> tuple[float, int]:
+    """(expansion ratio, image size) of the method configs' shared data settings."""
+    init = (yaml.safe_load(path.read_text()) or {}).get("init_args", {})
+    ratio, size = init.get("expansion_ratio"), (init.get("real") or {}).get("image_size")
+    if not isinstance(ratio, int | float) or ratio <= 0 or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{path}: expected init_args.expansion_ratio > 0 and init_args.real.image_size, "
+                         f"got {ratio!r} and {size!r}")  # fmt: skip
+    return float(ratio), size
+
+
+EXPANSION_RATIO, IMAGE_SIZE = expansion_settings()
+CEILING = f"Real ×{EXPANSION_RATIO:g}"  # other real images, as many as a method adds
+CEILING_METHOD = "real"  # its set folder: sets/real-<shots>shot-seed<seed>
+DIFF_II_MIXING = "replace"
 ROWS = {  # row label -> expansion method (None: real images only); mixing for the classifier
     "Original": (None, "replace"),
+    CEILING: (CEILING_METHOD, DIFF_II_MIXING),  # through the classifier as Diff-II's set goes
     "txt2img": ("txt2img", "replace"),
     "Real-Guidance": ("real_guidance", "replace"),
     "DA-Fusion": ("dafusion", "replace"),
     "Diff-AUG": ("diffaug", "replace"),
     "Diff-Mix": ("diffmix", "replace"),
-    "Diff-II": ("diffii", "replace"),
+    "Diff-II": ("diffii", DIFF_II_MIXING),
     "DistDiff": ("distdiff", "concat"),  # DistDiff trains on the concatenation (its paper)
 }
+SYNTHETIC_ONLY = "synthetic_only"  # the classifier's mixing that trains on a set alone
+# The synthetic-only column costs one more classifier run per row and seed: full profile only, which
+# keeps `make demo` within its 15 minutes on 2 cores.
 PROFILES = {
     "quick": {
         "shots": [5],
         "seeds": [0],
-        "rows": ["Original", "txt2img", "Diff-II", "DistDiff"],
+        "rows": ["Original", CEILING, "txt2img", "Diff-II", "DistDiff"],
         "curve": False,
+        "synthetic_only": False,
     },
-    "full": {"shots": [5, 10], "seeds": [0, 1, 2], "rows": list(ROWS), "curve": True},
+    "full": {"shots": [5, 10], "seeds": [0, 1, 2], "rows": list(ROWS), "curve": True, "synthetic_only": True},
 }
+SPLITS = ("test", "validation")
 SPLIT_RATIOS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
 
@@ -123,15 +161,70 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
     return info
 
 
+def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
+    """The "Real xN" set of a subset (or the one already written): EXPANSION_RATIO x shots real training
+    images per class, outside the subset and the validation split, drawn by the subset's seed; returns
+    its folder and oracle metrics, like `make_set`."""
+    from diffexpand.data.readers import read_dataset
+    from diffexpand.data.real_set import write_real_set
+    from diffexpand.data.subsets import ceiling_indices, expanded_count, few_shot_indices, validation_indices
+    from diffexpand.evaluation.synthetic_quality import evaluate_set
+    from diffexpand.oracle_cnn import OracleCNN
+    from diffexpand.paths import DEFAULT_ORACLE
+
+    folder = out / "sets" / f"{CEILING_METHOD}-{shots}shot-seed{seed}"
+    info_file = folder / "bench.json"
+    if info_file.is_file():
+        return json.loads(info_file.read_text())
+    say(f"writing the {CEILING} set ({shots}-shot seed {seed})")
+    data = read_dataset("fashion_mnist", None, "train")
+    subset = few_shot_indices(data.labels, shots, seed)  # the classifier's real subset (classifier.yaml)
+    chosen = ceiling_indices(
+        data.labels,
+        subset,
+        per_class=expanded_count(shots, EXPANSION_RATIO),  # what a method adds per class
+        seed=seed,
+        excluded=validation_indices(data.labels),
+    )
+    write_real_set(folder, data, chosen, IMAGE_SIZE, seed)
+    quality = evaluate_set(folder, OracleCNN.load(DEFAULT_ORACLE))["oracle"]
+    info = {
+        "folder": str(folder),
+        "images": len(chosen),
+        "images_per_s": None,  # not generated
+        "faithfulness": quality["faithfulness"],
+        "diversity": quality["diversity"],
+    }
+    info_file.write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def slug(row: str) -> str:
+    """A row label as a file-name part ("Real ×5" -> "Real-5")."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", row).strip("-")
+
+
 def classify(
-    out: Path, row: str, synthetic: str | None, mixing: str, shots: int, seed: int, extra: list[str]
+    out: Path,
+    row: str,
+    synthetic: str | None,
+    mixing: str,
+    shots: int,
+    seed: int,
+    extra: list[str],
+    split: str = "test",
 ) -> float:
+    """Train the classifier on the subset (+ the set, mixed by `mixing`) and evaluate it on `split`;
+    its accuracy there. The result file names the split and the mixing, so figures never mix."""
     import train
 
-    result_file = out / "classifier" / f"{row}-{shots}shot-seed{seed}.json"
+    name = f"{slug(row)}{'-synthetic-only' if mixing == SYNTHETIC_ONLY else ''}-{shots}shot-seed{seed}"
+    result_file = out / "classifier" / split / f"{name}.json"
+    key = f"{split}/acc"  # the classifier names its final figures after the split
     if result_file.is_file():
-        return json.loads(result_file.read_text())["test/acc"]
-    say(f"training the classifier: {row} ({shots}-shot seed {seed})")
+        return json.loads(result_file.read_text())["metrics"][key]
+    say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "
+        f"({shots}-shot seed {seed}, evaluated on {split})")  # fmt: skip
     classify_args = [
         "fit",
         "--config",
@@ -140,17 +233,19 @@ def classify(
         f"--data.init_args.real.seed={seed}",
         f"--data.init_args.synthetic=[{synthetic or ''}]",
         f"--data.init_args.mixing={mixing}",
+        f"--data.init_args.eval_split={split}",
         f"--trainer.default_root_dir={out / 'runs'}",
         f"--trainer.logger.init_args.save_dir={out}",
-        f"--trainer.logger.init_args.name={row}-{shots}shot-seed{seed}",
+        f"--trainer.logger.init_args.name={name}-{split}",
         "--trainer.enable_checkpointing=false",
         "--trainer.callbacks=null",
     ]
     cli = train.cli_main([*classify_args, *extra])
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(f"{split}/")}
+    result = {"split": split, "mixing": mixing, "synthetic": synthetic, "metrics": metrics}
     result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(metrics, indent=1) + "\n")
-    return metrics["test/acc"]
+    result_file.write_text(json.dumps(result, indent=1) + "\n")
+    return metrics[key]
 
 
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str]) -> list[dict]:
@@ -188,10 +283,34 @@ def plot_curve(points: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values) -> str:
+    """Accuracies (fractions) as "mean ± std" in percent; one value alone."""
+    values = list(values)
     if len(values) == 1:
         return f"{100 * values[0]:.2f}"
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def gain_text(paired) -> str:
+    """A paired gain in points, signed: "+4.00 ± 1.00" (one seed: "+4.00")."""
+    text = f"{100 * paired.mean:+.2f}"
+    return text if paired.std is None else f"{text} ± {100 * paired.std:.2f}"
+
+
+def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, split: str, both: bool) -> dict:
+    """One row on one subset: its set (if any), the classifier on real + set, and on the set alone
+    when `both`; {"acc", "synthetic_only" (None when not run), "set" (None for Original)}."""
+    method, mixing = ROWS[row]
+    if method == CEILING_METHOD:
+        info = make_ceiling_set(out, shots, seed)
+    else:
+        info = make_set(out, method, shots, seed, concepts, args.expand_args) if method else None
+    folder = info and info["folder"]
+    acc = classify(out, row, folder, mixing, shots, seed, args.classifier_args, split)
+    alone = None
+    if both and info:
+        alone = classify(out, row, folder, SYNTHETIC_ONLY, shots, seed, args.classifier_args, split)
+    return {"acc": acc, "synthetic_only": alone, "set": info}
 
 
 def main(argv=None) -> dict:
@@ -200,13 +319,27 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--out", default=None, help="default: outputs/bench-<profile>")
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="test",
+        help="what the classifiers are evaluated on: tune on validation, report test once (default: test)",
+    )
+    parser.add_argument(
+        "--synthetic-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also train on each set alone (default: the profile's choice, on for full)",
+    )
     parser.add_argument("--concept-args", nargs="*", default=[], help="extra train.py args for concepts")
     parser.add_argument("--expand-args", nargs="*", default=[], help="extra expand.py args for every set")
     parser.add_argument(
         "--classifier-args", nargs="*", default=[], help="extra train.py args for classifiers"
     )
     args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
+    profile = dict(PROFILES[args.profile])
+    if args.synthetic_only is not None:
+        profile["synthetic_only"] = args.synthetic_only
     out = Path(args.out or f"outputs/bench-{args.profile}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -215,71 +348,173 @@ def main(argv=None) -> dict:
         for seed in profile["seeds"]:
             concepts = ensure_concepts(out, shots, seed, args.concept_args)
             for row in profile["rows"]:
-                method, mixing = ROWS[row]
-                info = make_set(out, method, shots, seed, concepts, args.expand_args) if method else None
-                acc = classify(out, row, info and info["folder"], mixing, shots, seed, args.classifier_args)
-                entry = results.setdefault((row, shots), {"acc": [], "sets": []})
-                entry["acc"].append(acc)
-                if info:
-                    entry["sets"].append(info)
+                done = run_row(out, row, shots, seed, concepts, args, args.split, profile["synthetic_only"])
+                entry = results.setdefault((row, shots), {"acc": {}, "synthetic_only": {}, "sets": []})
+                entry["acc"][seed] = done["acc"]
+                if done["synthetic_only"] is not None:
+                    entry["synthetic_only"][seed] = done["synthetic_only"]
+                if done["set"]:
+                    entry["sets"].append(done["set"])
     curve = []
     if profile["curve"]:
         curve = split_ratio_curve(out, ensure_concepts(out, 5, 0, args.concept_args), args.expand_args)
-    report = write_report(out, profile, results, curve, time.time() - started, args.profile)
+    report = write_report(out, profile, results, curve, time.time() - started, args.profile, args.split)
     print(report)
     return {"results": results, "curve": curve}
 
 
+def _mean_of(sets: list[dict], key: str) -> float | None:
+    """The mean of a set figure over seeds; None when no set has it (Original; images/s of the ceiling)."""
+    values = [s[key] for s in sets if s.get(key) is not None]
+    return statistics.mean(values) if values else None
+
+
+def summarize(results: dict, profile: dict, shots: int) -> list[dict]:
+    """Per row of one shot count: accuracies, paired gains against Original, share of the ceiling's
+    gain, synthetic-only accuracies and the sets' figures."""
+    original = results[("Original", shots)]["acc"]
+    ceiling = results.get((CEILING, shots))
+    ceiling_gain = paired_gains(ceiling["acc"], original).mean if ceiling else None
+    summary = []
+    for row in profile["rows"]:
+        entry = results[(row, shots)]
+        paired = None if row == "Original" else paired_gains(entry["acc"], original)
+        share = None
+        if paired is not None and ceiling_gain is not None:
+            share = share_of_ceiling(paired.mean, ceiling_gain)
+        sets = entry["sets"]
+        summary.append(
+            {
+                "row": row,
+                "acc": entry["acc"],
+                "paired": paired,
+                "share": share,
+                "synthetic_only": entry.get("synthetic_only") or {},
+                "faithfulness": _mean_of(sets, "faithfulness"),
+                "diversity": _mean_of(sets, "diversity"),
+                "images_per_s": _mean_of(sets, "images_per_s"),
+            }
+        )
+    return summary
+
+
+def _cell(value, fmt: str) -> str:
+    return format(value, fmt) if value is not None else "—"
+
+
+def table_lines(summary: list[dict], with_synthetic_only: bool) -> list[str]:
+    head = "| method | accuracy % | paired gain | wins | % of ceiling |"
+    rule = "|---|---|---|---|---|"
+    if with_synthetic_only:
+        head, rule = head + " synthetic only % |", rule + "---|"
+    lines = [head + " faithfulness | diversity | images/s |", rule + "---|---|---|"]
+    for s in summary:
+        paired = s["paired"]
+        cells = [
+            s["row"],
+            mean_std(s["acc"].values()),
+            gain_text(paired) if paired else "—",
+            f"{paired.wins}/{paired.seeds}" if paired else "—",
+            f"{100 * s['share']:.0f}%" if s["share"] is not None else "—",
+        ]
+        if with_synthetic_only:
+            cells.append(mean_std(s["synthetic_only"].values()) if s["synthetic_only"] else "—")
+        cells += [
+            _cell(s["faithfulness"], ".3f"),
+            _cell(s["diversity"], ".3f"),
+            _cell(s["images_per_s"], ".2f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def csv_rows(summary: list[dict], shots: int, split: str) -> list[dict]:
+    rows = []
+    for s in summary:
+        acc, paired, alone = list(s["acc"].values()), s["paired"], list(s["synthetic_only"].values())
+        rows.append(
+            {
+                "shots": shots,
+                "method": s["row"],
+                "split": split,
+                "acc_mean": statistics.mean(acc),
+                "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "gain": paired.mean if paired else 0.0,  # paired: mean over seeds of (acc − Original)
+                "gain_std": (paired.std or 0.0) if paired else 0.0,
+                "wins": paired.wins if paired else None,
+                "seeds": len(acc),
+                "share_of_ceiling": s["share"],
+                "synthetic_only_mean": statistics.mean(alone) if alone else None,
+                "synthetic_only_std": statistics.stdev(alone) if len(alone) > 1 else None,
+                "faithfulness": s["faithfulness"],
+                "diversity": s["diversity"],
+                "images_per_s": s["images_per_s"],
+            }
+        )
+    return rows
+
+
+def per_seed_rows(summary: list[dict], shots: int, split: str) -> list[dict]:
+    rows = []
+    for s in summary:
+        for seed, acc in s["acc"].items():
+            rows.append(
+                {
+                    "shots": shots,
+                    "seed": seed,
+                    "method": s["row"],
+                    "split": split,
+                    "acc": acc,
+                    "gain": s["paired"].gains[seed] if s["paired"] else 0.0,
+                    "synthetic_only_acc": s["synthetic_only"].get(seed),
+                }
+            )
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def split_sentence(split: str) -> str:
+    """What the report's accuracies were measured on, and what that split is for."""
+    if split == "validation":
+        from diffexpand.data.subsets import RESERVED_SEEDS, RESERVED_SHOTS, VALIDATION_PER_CLASS
+
+        return (
+            f"**Split: validation** — {VALIDATION_PER_CLASS} training images per class that no few-shot "
+            f"subset with seed < {RESERVED_SEEDS} and shots ≤ {RESERVED_SHOTS} selects (disjoint from the "
+            "subsets, the ceiling sets and the test split). Every setting is chosen on this split; the "
+            "final table is the one run with `--split test`."
+        )
+    return (
+        "**Split: test** — the full 10k test split, used once, for the final table; every setting is "
+        "chosen on the validation split (`--split validation`)."
+    )
+
+
 def write_report(
-    out: Path, profile: dict, results: dict, curve: list[dict], seconds: float, name: str
+    out: Path, profile: dict, results: dict, curve: list[dict], seconds: float, name: str, split: str = "test"
 ) -> str:
     import platform
 
     import torch
 
-    rows_csv, lines = [], []
+    with_synthetic_only = bool(profile.get("synthetic_only"))
+    rows_csv, seed_csv, lines = [], [], []
     for shots in profile["shots"]:
-        original = statistics.mean(results[("Original", shots)]["acc"])
         seeds = len(profile["seeds"])
-        lines += [
-            f"### {shots}-shot ({seeds} seed{'s' if seeds > 1 else ''})",
-            "",
-            "| method | accuracy % | gain | faithfulness | diversity | images/s |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in profile["rows"]:
-            entry = results[(row, shots)]
-            acc, sets = entry["acc"], entry["sets"]
-            gain = 100 * (statistics.mean(acc) - original)
-            faith = statistics.mean(s["faithfulness"] for s in sets) if sets else None
-            div = statistics.mean(s["diversity"] for s in sets) if sets else None
-            speed = statistics.mean(s["images_per_s"] for s in sets) if sets else None
-
-            def cell(value, fmt):
-                return format(value, fmt) if value is not None else "—"
-
-            lines.append(
-                f"| {row} | {mean_std(acc)} | {'—' if row == 'Original' else f'{gain:+.2f}'} | "
-                f"{cell(faith, '.3f')} | {cell(div, '.3f')} | {cell(speed, '.2f')} |"
-            )
-            rows_csv.append(
-                {
-                    "shots": shots,
-                    "method": row,
-                    "acc_mean": statistics.mean(acc),
-                    "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                    "gain": gain / 100,
-                    "faithfulness": faith,
-                    "diversity": div,
-                    "images_per_s": speed,
-                    "seeds": len(acc),
-                }
-            )
-        lines.append("")
-    with (out / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, list(rows_csv[0]))
-        writer.writeheader()
-        writer.writerows(rows_csv)
+        summary = summarize(results, profile, shots)
+        lines += [f"### {shots}-shot ({seeds} seed{'s' if seeds > 1 else ''})", ""]
+        lines += table_lines(summary, with_synthetic_only) + [""]
+        rows_csv += csv_rows(summary, shots, split)
+        seed_csv += per_seed_rows(summary, shots, split)
+    suffix = "" if split == "test" else f"-{split}"  # a tuning run never overwrites the final table
+    write_csv(out / f"results{suffix}.csv", rows_csv)
+    write_csv(out / f"results_per_seed{suffix}.csv", seed_csv)
     grids = []
     for row in profile["rows"]:
         method = ROWS[row][0]
@@ -291,16 +526,31 @@ def write_report(
             grids.append(f"![{row}](grids/{method}.png)")
     if curve:
         plot_curve(curve, out / "split_ratio.png")
+    alone = (
+        "Synthetic only = the classifier trained on the set alone (every real sample replaced, no real "
+        f"image in training), evaluated on real images; for {CEILING} it is the other real images alone."
+        if with_synthetic_only
+        else "Synthetic-only accuracies (training on a set alone) are measured in the full profile only "
+        "(one more classifier run per row and seed)."
+    )
     header = [
-        f"# Tiny benchmark ({name} profile)",
+        f"# Tiny benchmark ({name} profile, {split} split)",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
         f"({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}); wall time {seconds / 60:.1f} min.",
-        "Fashion-MNIST n-shot subsets on the committed tiny prior, expansion 5x, classifier "
-        "configs/classifier.yaml, accuracy on the full 10k test split at the last epoch (mean ± std over "
-        "seeds). Faithfulness = oracle accuracy of the synthetic images, diversity = mean pairwise "
-        "oracle-feature distance within a class; images/s = generation on this machine.",
+        "",
+        split_sentence(split),
+        "",
+        f"Fashion-MNIST n-shot subsets on the committed tiny prior, expansion {EXPANSION_RATIO:g}x, "
+        "classifier configs/classifier.yaml, accuracy at the last epoch (mean ± std over seeds). "
+        f"{CEILING} = the ceiling: {EXPANSION_RATIO:g} x shots other real training images per class "
+        "(disjoint from the subset and the validation split, drawn by the subset's seed), mixed in as "
+        "Diff-II's set is. Paired gain = accuracy − Original's on the same subset seed, in points, mean ± "
+        "std over seeds; wins = seeds where the row beats Original; % of ceiling = paired gain / the "
+        f"ceiling's paired gain (— when the ceiling gains nothing). {alone} Faithfulness = oracle accuracy "
+        "of the set's images, diversity = mean pairwise oracle-feature distance within a class; images/s "
+        "= generation on this machine.",
         "",
     ]
     body = header + lines
@@ -317,9 +567,9 @@ def write_report(
             f"| {p['split_ratio']} | {p['faithfulness']:.3f} | {p['diversity']:.3f} |" for p in curve
         ] + [""]
     if grids:
-        body += ["## Synthetic samples (one row per class)", "", *grids, ""]
+        body += ["## Samples (one row per class)", "", *grids, ""]
     text = "\n".join(body)
-    (out / "report.md").write_text(text)
+    (out / f"report{suffix}.md").write_text(text)
     return text
 
 

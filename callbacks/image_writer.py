@@ -12,7 +12,6 @@ extended set gets one that lists every record's keys.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import deque
@@ -20,21 +19,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 
 from diffexpand.manifest import (
     append_manifest,
     atomic_write_bytes,
+    image_file_name,
+    png_bytes,
     remove_stale_temporaries,
     write_dataset_card,
 )
 from diffexpand.preview import contact_sheet
-
-
-def png_bytes(array) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array.numpy()).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class SyntheticImageWriter(BasePredictionWriter):
@@ -64,7 +58,7 @@ class SyntheticImageWriter(BasePredictionWriter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         lines, encoded = [], []
         for image, line in zip(prediction["images"], prediction["records"], strict=True):
-            file_name = f"images/{line['id']}.png"
+            file_name = image_file_name(line["id"])
             encoded.append(self._encoders.submit(self._write_image, self.output_dir / file_name, image))
             lines.append({"file_name": file_name} | line)
         self._pending.append(self._committer.submit(self._commit, encoded, lines))

@@ -204,7 +204,8 @@ class SyntheticSamplesLogger(Callback):
 
 class TestPlotsLogger(Callback):
     """After the test: per-class accuracy as a bar chart (`test/per_class_acc`) and the confusion matrix
-    (`test/confusion_matrix`), both with class names, from the module's `test_confusion`."""
+    (`test/confusion_matrix`), both with class names, from the module's `test_confusion`; named
+    `validation/…` when the classifier was evaluated on the validation split."""
 
     def on_test_end(self, trainer, pl_module) -> None:
         confusion = getattr(pl_module, "test_confusion", None)
@@ -212,13 +213,13 @@ class TestPlotsLogger(Callback):
         if confusion is None or not loggers or not trainer.is_global_zero:
             return
         names = getattr(trainer.datamodule, "class_names", None) or [str(c) for c in range(len(confusion))]
-        plots = confusion_plots(confusion.tolist(), list(names))
+        plots = confusion_plots(confusion.tolist(), list(names), getattr(pl_module, "eval_split", "test"))
         for logger in loggers:
             logger.experiment.log(plots)
 
 
-def confusion_plots(confusion: list[list[int]], names: list[str]) -> dict:
-    """W&B charts of a confusion matrix (rows: true class, columns: predicted)."""
+def confusion_plots(confusion: list[list[int]], names: list[str], split: str = "test") -> dict:
+    """W&B charts of a confusion matrix (rows: true class, columns: predicted) of the `split` evaluated."""
     import wandb
 
     per_class = wandb.Table(columns=["class", "accuracy", "images"])
@@ -229,13 +230,16 @@ def confusion_plots(confusion: list[list[int]], names: list[str]) -> dict:
     if len(cells) > wandb.Table.MAX_ROWS:  # e.g. 200 classes: the non-zero cells (at most one per image)
         cells = [cell for cell in cells if cell[2]]
     matrix = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=cells)
+    title = split.capitalize()
     return {
-        "test/per_class_acc": wandb.plot.bar(per_class, "class", "accuracy", title="Test accuracy per class"),
+        f"{split}/per_class_acc": wandb.plot.bar(
+            per_class, "class", "accuracy", title=f"{title} accuracy per class"
+        ),
         # the chart wandb.plot.confusion_matrix makes, from counts the module already has
-        "test/confusion_matrix": wandb.plot_table(
+        f"{split}/confusion_matrix": wandb.plot_table(
             "wandb/confusion_matrix/v1",
             matrix,
             {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"},
-            {"title": "Test confusion matrix"},
+            {"title": f"{title} confusion matrix"},
         ),
     }

@@ -1,13 +1,21 @@
-"""Real subset + synthetic sets for classifier training; the full test split for evaluation.
+"""Real subset + synthetic sets for classifier training; the test or the validation split for evaluation.
 
 `real`: init args of the real subset (dataset, root, subset, shots, seed …, as for the concept
 learner, so both see the same images). `synthetic`: synthetic-set folders (metadata.jsonl + images).
 `mixing: replace` swaps each real sample, with probability `p`, for a synthetic one of the same class,
-drawn afresh each epoch from (seed, epoch, index); `mixing: concat` joins the sets. The test split is
-read separately and never enters training.
+drawn afresh each epoch from (seed, epoch, index); `mixing: concat` joins the sets; `mixing:
+synthetic_only` replaces every real sample (p does not apply): no real image enters training.
+
+`eval_split: test` (default) evaluates on the dataset's full test split; `eval_split: validation` on the
+validation split carved from the training split (`diffexpand.data.subsets.validation_indices`:
+`validation_per_class` images per class that no few-shot subset with seed < 10 and shots <= 50 selects),
+where every setting is tuned so the test split is used once. Either split is read separately and never
+enters training; a training subset that overlaps the validation split is refused.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -19,7 +27,13 @@ from diffexpand.classification.mixing import MIXINGS, augmentation_seed, replace
 from diffexpand.classification.synthetic import SyntheticSet
 from diffexpand.data.images import checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
-from diffexpand.data.subsets import select_subset
+from diffexpand.data.subsets import (
+    RESERVED_SEEDS,
+    RESERVED_SHOTS,
+    VALIDATION_PER_CLASS,
+    select_subset,
+    validation_indices,
+)
 from diffexpand.typed_args import typed_kwargs
 
 from .labeled import image_to_tensor
@@ -59,10 +73,22 @@ class TrainSet(Dataset):
         self.concat = (
             [(s, i) for s, syn in enumerate(synthetic) for i in range(len(syn))] if mixing == "concat" else []
         )
+        if mixing == "synthetic_only":
+            self._check_every_class_has_synthetic_images()
         self.augment = None
         if augment:
             crop = v2.RandomCrop(size, padding=size // 8, padding_mode="reflect")
             self.augment = v2.Compose([crop, v2.RandomHorizontalFlip()])
+
+    def _check_every_class_has_synthetic_images(self) -> None:
+        """Under synthetic_only a class with no synthetic image would have to keep its real ones."""
+        classes = sorted({int(self.real.labels[j]) for j in self.indices})
+        missing = [c for c in classes if not self.candidates.get(c)]
+        if missing:
+            raise ValueError(
+                f"mixing synthetic_only: the synthetic sets have no image of class(es) {missing}, "
+                "which would have to keep their real images; give sets that cover every class"
+            )
 
     def __len__(self) -> int:
         return len(self.indices) + len(self.concat)
@@ -84,9 +110,11 @@ class TrainSet(Dataset):
             out = self._synthetic_item(*self.concat[index - len(self.indices)])
         else:
             j = int(self.indices[index])
-            label = int(self.real.labels[j])
-            pool = self.candidates.get(label, []) if self.mixing == "replace" else []
-            pick = replacement(self.seed, epoch, index, self.p, len(pool))
+            label = int(self.real.labels[j])  # labels only: the image is read below if it is kept
+            replacing = self.mixing in ("replace", "synthetic_only")
+            pool = self.candidates.get(label, []) if replacing else []
+            p = 1.0 if self.mixing == "synthetic_only" else self.p  # p = 1 always replaces (mixing.py)
+            pick = replacement(self.seed, epoch, index, p, len(pool))
             if pick is not None:
                 out = self._synthetic_item(*pool[pick])
             else:
@@ -123,6 +151,9 @@ class TestSet(Dataset):
         return item
 
 
+EVAL_SPLITS = ("test", "validation")
+
+
 class ClassificationDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -135,14 +166,29 @@ class ClassificationDataModule(L.LightningDataModule):
         augment: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        eval_split: Literal["test", "validation"] = "test",
+        validation_per_class: int = VALIDATION_PER_CLASS,
     ):
+        """`eval_split`: what the classifier is evaluated on — "test" (the dataset's test split) or
+        "validation" (carved from the training split, `validation_per_class` images per class); the
+        metrics are named after it (`test/acc` or `validation/acc`)."""
         super().__init__()
         if mixing not in MIXINGS:
             raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"replacement probability p must lie in [0, 1], got {p}")
+        if eval_split not in EVAL_SPLITS:
+            raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {eval_split!r}")
+        if isinstance(validation_per_class, bool) or not isinstance(validation_per_class, int):
+            raise ValueError(f"validation_per_class must be a whole number, got {validation_per_class!r}")
+        if validation_per_class < 1:
+            raise ValueError(f"validation_per_class must be >= 1, got {validation_per_class}")
         self.save_hyperparameters()
         self._train_data = None
+
+    @property
+    def eval_split(self) -> str:
+        return self.hparams.eval_split
 
     def _subset_args(self) -> dict:
         from datamodules.labeled import LabeledImageDataModule
@@ -186,7 +232,6 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp, data = self.hparams, self._read()
-        a = self._subset_args()
         if stage in (None, "fit"):
             synthetic = [SyntheticSet.read(f, self.num_classes) for f in hp.synthetic or []]
             self.train_set = TrainSet(
@@ -201,10 +246,34 @@ class ClassificationDataModule(L.LightningDataModule):
                 hp.augment,
             )
         if stage in (None, "fit", "validate", "test"):
-            test = read_dataset(a["dataset"], a["root"], "test", **(a["reader_args"] or {}))
-            if test.class_names != data.class_names:
-                raise ValueError(f"{a['dataset']}: train and test splits name different classes")
-            self.test_set = TestSet(test, hp.image_size)
+            self.test_set = TestSet(self._eval_data(), hp.image_size)
+
+    def _eval_data(self) -> LabeledImages:
+        """The images the classifier is evaluated on: the test split, or the validation split."""
+        hp, data, a = self.hparams, self._read(), self._subset_args()
+        if hp.eval_split == "validation":
+            return data.take(self._validation_indices())
+        test = read_dataset(a["dataset"], a["root"], "test", **(a["reader_args"] or {}))
+        if test.class_names != data.class_names:
+            raise ValueError(f"{a['dataset']}: train and test splits name different classes")
+        return test
+
+    def _validation_indices(self):
+        """The validation split's training-split indices, refused when the training subset overlaps it
+        (the validation split is disjoint only from the few-shot subsets it reserves)."""
+        data, a = self._read(), self._subset_args()
+        try:
+            chosen = validation_indices(data.labels, self.hparams.validation_per_class)
+        except ValueError as err:
+            raise ValueError(f"data.init_args.validation_per_class: {err}") from err
+        shared = np.intersect1d(chosen, self.indices)
+        if shared.size:
+            raise ValueError(
+                f"eval_split validation: the training subset (subset={a['subset']!r}, shots={a['shots']}, "
+                f"seed={a['seed']}) holds {shared.size} image(s) of the validation split; it is disjoint "
+                f"only from few-shot subsets with seed < {RESERVED_SEEDS} and shots <= {RESERVED_SHOTS}"
+            )
+        return chosen
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

@@ -16,6 +16,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
+from diffexpand.data.subsets import expanded_count
 from diffexpand.manifest import check_run_settings, read_manifest
 from diffexpand.methods.base import ExpansionMethod
 from diffexpand.methods.common import PlanContext, sample_rng
@@ -107,7 +108,7 @@ class ExpansionDataModule(L.LightningDataModule):
         hp = self.hparams
         records = []
         for label, name in enumerate(ctx.class_names):
-            n = hp.images_per_class or max(1, round(hp.expansion_ratio * counts[label]))
+            n = expanded_count(counts[label], hp.expansion_ratio, hp.images_per_class)
             for k in range(n):
                 record_id = f"c{label:04d}_{k:05d}"
                 seed = sample_seed(hp.seed, record_id)

@@ -6,20 +6,11 @@ from collections.abc import Callable
 
 import lightning as L
 import numpy as np
-import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
-from torchvision.transforms import functional as TF
 
-from diffexpand.data.images import check_bad_image_choice, checked_subset
+from diffexpand.data.images import check_bad_image_choice, checked_subset, image_to_tensor
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import select_subset, step_batch_indices
-
-
-def image_to_tensor(image, size: int) -> torch.Tensor:
-    """PIL RGB -> (3, size, size) in [-1, 1]: shorter side to `size` (antialiased), centre crop."""
-    image = TF.resize(image, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    image = TF.center_crop(image, size)
-    return TF.to_tensor(image).mul(2).sub(1).clamp(-1, 1)
 
 
 class SubsetImages(Dataset):

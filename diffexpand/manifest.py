@@ -69,6 +69,20 @@ def repair_torn_tail(path: Path) -> None:
         fh.truncate(data.rfind(b"\n") + 1)
 
 
+def image_file_name(sample_id: str) -> str:
+    """Where a set keeps the image of `sample_id`, relative to its folder (the manifest's file_name)."""
+    return f"images/{sample_id}.png"
+
+
+def png_bytes(array) -> bytes:
+    """A (H, W, 3) uint8 array or tensor as PNG file bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array.numpy() if hasattr(array, "numpy") else array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 TEMPORARY_MARK = ".tmp"  # in the names of atomic_write_bytes' hidden temporary siblings
 
 

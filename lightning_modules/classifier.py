@@ -1,12 +1,15 @@
 """Image classifier trained on real + synthetic data: a timm backbone, soft-target cross-entropy with
 label smoothing, SGD or AdamW with linear warm-up then cosine decay.
 
-Evaluation is on the dataset's test split: top-1 and mean per-class accuracy every validation epoch
-and at `test`; long-tail sets add many/medium/few-shot accuracy, Waterbirds per-group and worst-group
-accuracy. The test's confusion matrix is kept as `test_confusion` (rows: true class, columns:
-predicted), for the loggers' per-class plots (callbacks/wandb_logging.py). Both the last epoch and
-the best epoch are logged (`*_best`); tables use the last epoch, because picking the best epoch on the
-test split would be selecting on it.
+Evaluation is on the split the datamodule serves (`eval_split`: the dataset's test split, or the
+validation split carved from the training split): top-1 and mean per-class accuracy every validation
+epoch (`val/*`) and at `test`, where the figures are named after the split (`test/acc` or
+`validation/acc`), so a result never passes for the other split's. Long-tail sets add
+many/medium/few-shot accuracy, Waterbirds per-group and worst-group accuracy. The final confusion
+matrix is kept as `test_confusion` (rows: true class, columns: predicted), for the loggers' per-class
+plots (callbacks/wandb_logging.py). Both the last epoch and the best epoch are logged (`*_best`);
+tables use the last epoch, because picking the best epoch on the evaluation split would be selecting
+on it.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class Classifier(L.LightningModule):
         self.confusion = MulticlassConfusionMatrix(num_classes)  # synced across ranks, unlike _eval_outputs
         self.test_confusion: torch.Tensor | None = None
         self.splits = shot_splits(dm.train_counts(), hp.many_shot, hp.few_shot) if dm is not None else {}
+        self.eval_split = getattr(dm, "eval_split", "test")  # names the final figures
         self.best: dict[str, float] = {}
         self._eval_outputs: list[tuple[torch.Tensor, ...]] = []
 
@@ -145,9 +149,10 @@ class Classifier(L.LightningModule):
             metrics |= {f"{k}_acc": v for k, v in split_accuracy(per_class, self.splits).items()}
         if not torch.equal(groups, labels):
             metrics |= group_accuracy(preds, labels, groups)
-        logged = {f"{stage}/{k}": v for k, v in metrics.items()}
+        prefix = self.eval_split if stage == "test" else stage
+        logged = {f"{prefix}/{k}": v for k, v in metrics.items()}
         for k, v in metrics.items():
-            best = f"{stage}/{k}_best"
+            best = f"{prefix}/{k}_best"
             self.best[best] = max(self.best.get(best, -math.inf), v)
             logged[best] = self.best[best]
         self.log_dict(logged, sync_dist=True)

@@ -244,3 +244,91 @@ def test_exported_classifier_serves_as_a_feature_extractor(tmp_path):
     model = cli.model.model.eval()
     expected = model.forward_head(model.forward_features(extractor.preprocess(images)), pre_logits=True)
     assert torch.allclose(extractor(images), expected, atol=1e-5)
+
+
+def test_synthetic_only_never_reads_a_real_image_and_draws_as_replace_at_p1(tmp_path):
+    labels = np.repeat(np.arange(3), 4)
+
+    def no_real_image(i):
+        raise AssertionError(f"synthetic_only read real image {i}")
+
+    real = LabeledImages("toy", ["c0", "c1", "c2"], ["thing"] * 3, labels,
+                         [f"train/{i}" for i in range(12)], no_real_image)  # fmt: skip
+    syn = SyntheticSet.read(_synthetic(tmp_path / "syn"), 3)
+    only = TrainSet(
+        real, np.arange(12), [syn], "synthetic_only", 0.5, seed=2, size=8, num_classes=3, augment=True
+    )  # fmt: skip  (p does not apply: every sample is replaced)
+    full = TrainSet(_real(), np.arange(12), [syn], "replace", 1.0, seed=2, size=8, num_classes=3,
+                    augment=True)  # fmt: skip
+    assert len(only) == 12  # as many samples an epoch as the real subset: Original's schedule
+    for epoch in range(20):
+        for i in range(len(only)):
+            a, b = only[(i, epoch)], full[(i, epoch)]
+            assert a["source"] == 0 and a["label"] == labels[i]
+            assert torch.equal(a["pixel_values"], b["pixel_values"])  # the same draw as replace, p = 1
+
+
+def test_synthetic_only_refuses_a_set_that_misses_a_class(tmp_path):
+    syn = SyntheticSet.read(_synthetic(tmp_path / "syn", classes=2), 3)  # classes 0 and 1 only
+    with pytest.raises(ValueError, match=r"no image of class\(es\) \[2\]"):
+        TrainSet(_real(), np.arange(12), [syn], "synthetic_only", 1.0, seed=0, size=8, num_classes=3,
+                 augment=False)  # fmt: skip
+    with pytest.raises(ValueError, match="mixing must be one of"):
+        ClassificationDataModule(mixing="synthetic-only")
+
+
+def _ids(data) -> list[str]:
+    return [data.ids[i] for i in range(len(data))]
+
+
+def test_classifier_data_evaluates_on_the_split_it_was_asked_for():
+    from diffexpand.data.subsets import validation_indices
+
+    real = {"dataset": "fashion_mnist", "shots": 5, "seed": 0}
+    on_val = ClassificationDataModule(real=real, synthetic=[], eval_split="validation")
+    on_val.setup("fit")
+    train_ids = {on_val.train_set.real.ids[int(j)] for j in on_val.train_set.indices}
+    val_ids = _ids(on_val.test_set.data)
+    expected = validation_indices(on_val.train_set.real.labels)
+    assert on_val.eval_split == "validation" and len(val_ids) == 1000
+    assert val_ids == [f"train/{j:05d}" for j in expected]  # the carved split, from the training images
+    assert not set(val_ids) & train_ids
+    assert np.bincount(on_val.test_set.data.labels).tolist() == [100] * 10
+    on_test = ClassificationDataModule(real=real, synthetic=[])  # default: the test split, as before
+    on_test.setup("test")
+    assert on_test.eval_split == "test" and len(on_test.test_set) == 10_000
+    assert all(i.startswith("test/") for i in _ids(on_test.test_set.data))
+
+
+def test_validation_split_refuses_a_training_subset_that_overlaps_it_and_bad_settings():
+    overlapping = ClassificationDataModule(
+        real={"dataset": "fashion_mnist", "subset": "all"}, synthetic=[], eval_split="validation"
+    )
+    with pytest.raises(ValueError, match=r"subset='all'.* holds 1000 image\(s\) of the validation split"):
+        overlapping.setup("test")
+    with pytest.raises(ValueError, match="eval_split must be one of .* got 'val'"):
+        ClassificationDataModule(eval_split="val")
+    with pytest.raises(ValueError, match="validation_per_class must be >= 1, got 0"):
+        ClassificationDataModule(eval_split="validation", validation_per_class=0)
+    too_many = ClassificationDataModule(
+        real={"dataset": "fashion_mnist"}, eval_split="validation", validation_per_class=10_000
+    )
+    with pytest.raises(ValueError, match=r"validation_per_class: .*per_class=10000"):
+        too_many.setup("test")
+
+
+def test_classifier_names_its_figures_after_the_split_it_was_evaluated_on(tmp_path):
+    import train
+
+    cli = train.cli_main([
+        "fit", "--config", str(REPO / "configs/classifier.yaml"), "--trainer.max_epochs=1",
+        "--trainer.limit_test_batches=1", "--trainer.limit_val_batches=1", "--trainer.callbacks=null",
+        "--trainer.enable_checkpointing=false", "--trainer.logger=false",
+        f"--trainer.default_root_dir={tmp_path}", "--model.init_args.backbone=resnet10t",
+        "--data.init_args.synthetic=[]", "--data.init_args.real.shots=1",
+        "--data.init_args.eval_split=validation",
+    ])  # fmt: skip
+    metrics = cli.trainer.callback_metrics
+    assert "validation/acc" in metrics and "validation/mean_class_acc" in metrics
+    assert not any(k.startswith("test/") for k in metrics)
+    assert len(cli.datamodule.test_set) == 1000  # the validation split, not the 10k test split

@@ -5,11 +5,17 @@ import pytest
 
 from diffexpand.data.fashion_mnist import load_fashion_mnist
 from diffexpand.data.subsets import (
+    RESERVED_SEEDS,
+    RESERVED_SHOTS,
+    ceiling_indices,
+    expanded_count,
     few_shot_indices,
     long_tail_counts,
     long_tail_indices,
+    reserved_few_shot_indices,
     select_subset,
     step_batch_indices,
+    validation_indices,
 )
 
 
@@ -104,3 +110,73 @@ def test_step_sampler_splits_each_global_batch_across_ranks():
         assert a + b == [i for i, _ in single[step]]  # same global batch as one process with batch 8
     resumed = list(StepBatchSampler(SequentialSampler(data), 8, seed=1, start_step=3, end_step=5))
     assert resumed == single[3:]
+
+
+# ---- the validation split and the ceiling set -------------------------------------------------------
+PINNED_VALIDATION = "25f2fa739735d8ef"  # validation_indices(train labels), measured once, then frozen
+
+
+def test_few_shot_subsets_grow_by_prefix_so_the_largest_reserved_one_covers_the_rest(train_labels):
+    """The claim validation_indices rests on: for one seed, fewer shots select a subset of more shots."""
+    for seed in range(RESERVED_SEEDS):
+        largest = set(few_shot_indices(train_labels, RESERVED_SHOTS, seed).tolist())
+        for shots in range(1, RESERVED_SHOTS):
+            assert set(few_shot_indices(train_labels, shots, seed).tolist()) <= largest, (seed, shots)
+
+
+def test_validation_split_is_disjoint_from_every_reserved_few_shot_subset(train_labels):
+    val = validation_indices(train_labels)
+    assert np.bincount(train_labels[val]).tolist() == [100] * 10 and len(set(val.tolist())) == 1000
+    reserved = reserved_few_shot_indices(train_labels)
+    assert not np.intersect1d(val, reserved).size
+    for seed in range(RESERVED_SEEDS):  # directly, for the shot counts the benchmark and configs use
+        for shots in (1, 5, 10, 20, RESERVED_SHOTS):
+            assert not np.intersect1d(val, few_shot_indices(train_labels, shots, seed)).size, (seed, shots)
+
+
+def test_validation_split_is_deterministic_and_smaller_splits_are_prefixes(train_labels):
+    val = validation_indices(train_labels)
+    assert np.array_equal(val, validation_indices(train_labels))
+    # pinned like the 5-shot subset: tuning figures must refer to the same images on every machine
+    assert hashlib.sha256(val.astype("<i8").tobytes()).hexdigest()[:16] == PINNED_VALIDATION
+    assert set(validation_indices(train_labels, per_class=30).tolist()) <= set(val.tolist())
+    assert not np.array_equal(val, validation_indices(train_labels, seed=1))
+
+
+def test_validation_split_refuses_impossible_sizes():
+    labels = np.repeat(np.arange(3), 200)  # most of each class is reserved by the ten 50-shot subsets
+    free = 200 - np.bincount(labels[reserved_few_shot_indices(labels)])
+    most = int(free.min())
+    assert 0 < most < 50
+    assert np.bincount(labels[validation_indices(labels, per_class=most)]).tolist() == [most] * 3
+    short = int(np.argmin(free))
+    with pytest.raises(ValueError, match=rf"per_class={most + 1} .*class {short} has {most}\b"):
+        validation_indices(labels, per_class=most + 1)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="per_class must be a whole number"):
+            validation_indices(labels, per_class=bad)
+
+
+def test_ceiling_set_is_disjoint_from_subset_and_validation_with_its_count_per_class(train_labels):
+    val = validation_indices(train_labels)
+    per_class = expanded_count(5, 5.0)
+    for seed in (0, 1):
+        subset = few_shot_indices(train_labels, 5, seed)
+        extra = ceiling_indices(train_labels, subset, per_class, seed, excluded=val)
+        assert per_class == 25 and np.bincount(train_labels[extra]).tolist() == [25] * 10
+        assert not np.intersect1d(extra, subset).size and not np.intersect1d(extra, val).size
+        assert np.array_equal(extra, ceiling_indices(train_labels, subset, per_class, seed, excluded=val))
+    other = ceiling_indices(train_labels, few_shot_indices(train_labels, 5, 1), 25, 0, excluded=val)
+    assert not np.array_equal(extra, other)  # drawn by the subset's seed
+
+
+def test_ceiling_set_refuses_more_images_than_a_class_has_left():
+    labels = np.repeat(np.arange(2), 8)
+    subset = few_shot_indices(labels, 3, 0)
+    assert len(ceiling_indices(labels, subset, 5, 0)) == 10
+    with pytest.raises(ValueError, match=r"ceiling set: per_class=6 .*class 0 has 5"):
+        ceiling_indices(labels, subset, 6, 0)
+
+
+def test_expanded_count_matches_the_expansion_plan():
+    assert expanded_count(5, 5.0) == 25 and expanded_count(1, 0.2) == 1 and expanded_count(5, 5.0, 7) == 7

@@ -1,29 +1,159 @@
-"""The benchmark report: table rows, gains, CSV and the split-ratio plot from measured results."""
+"""The benchmark report: table rows, paired gains, the ceiling row and its share, wins, synthetic-only
+accuracies, the split it was evaluated on, CSV and the split-ratio plot from measured results; the
+ceiling set the benchmark writes."""
 
 import csv
+import json
 
-from benchmarks.tiny_benchmark import PROFILES, mean_std, write_report
+import numpy as np
+import pytest
+
+from benchmarks import tiny_benchmark
+from benchmarks.tiny_benchmark import CEILING, PROFILES, mean_std, write_report
 
 
 def _set(f, d, s):
     return {"faithfulness": f, "diversity": d, "images_per_s": s, "folder": "x"}
 
 
-def test_report_table_gains_csv_and_plot(tmp_path):
-    profile = dict(PROFILES["quick"], seeds=[0, 1])
-    results = {
-        ("Original", 5): {"acc": [0.60, 0.62], "sets": []},
-        ("txt2img", 5): {"acc": [0.50, 0.52], "sets": [_set(0.2, 0.6, 9.0), _set(0.4, 0.8, 11.0)]},
-        ("Diff-II", 5): {"acc": [0.64, 0.66], "sets": [_set(0.9, 0.4, 8.0)] * 2},
-        ("DistDiff", 5): {"acc": [0.61, 0.63], "sets": [_set(0.7, 0.6, 5.0)] * 2},
+def _results(synthetic_only: bool) -> dict:
+    """Three seeds, hand-made so each row's paired figures are easy to check."""
+
+    def row(acc, sets=(), alone=None):
+        return {"acc": dict(enumerate(acc)), "synthetic_only": dict(enumerate(alone or [])) if synthetic_only
+                else {}, "sets": list(sets)}  # fmt: skip
+
+    return {
+        ("Original", 5): row([0.60, 0.64, 0.62]),
+        (CEILING, 5): row([0.68, 0.70, 0.70], [_set(0.94, 0.52, None)] * 3, [0.66, 0.68, 0.67]),
+        # Diff-II: gains +0.04, −0.01, +0.03 over Original: mean +0.02, 2 wins of 3
+        ("Diff-II", 5): row([0.64, 0.63, 0.65], [_set(0.9, 0.4, 8.0)] * 3, [0.50, 0.52, 0.54]),
+        ("txt2img", 5): row([0.50, 0.52, 0.51], [_set(0.2, 0.6, 9.0), _set(0.4, 0.8, 11.0)] * 2),
+        ("DistDiff", 5): row([0.61, 0.65, 0.63], [_set(0.7, 0.6, 5.0)] * 3, [0.40, 0.40, 0.40]),
     }
+
+
+def _profile(synthetic_only: bool) -> dict:
+    return dict(PROFILES["quick"], seeds=[0, 1, 2], synthetic_only=synthetic_only)
+
+
+def test_report_has_ceiling_row_paired_gains_wins_share_and_synthetic_only(tmp_path):
     curve = [{"split_ratio": s, "faithfulness": 1 - s / 2, "diversity": 0.4 + s / 4} for s in (0.0, 0.5, 1.0)]
-    text = write_report(tmp_path, profile | {"curve": True}, results, curve, 120.0, "test")
-    assert "| Diff-II | 65.00 ± 1.41 | +4.00 | 0.900 | 0.400 | 8.00 |" in text
-    assert "| txt2img | 51.00 ± 1.41 | -10.00 | 0.300 | 0.700 | 10.00 |" in text
-    assert "| Original | 61.00 ± 1.41 | — |" in text and "wall time 2.0 min" in text
+    profile = _profile(True) | {"curve": True}
+    text = write_report(tmp_path, profile, _results(True), curve, 120.0, "test", "test")
+    assert CEILING == "Real ×5" and profile["rows"][:2] == ["Original", CEILING]
+    assert ("| method | accuracy % | paired gain | wins | % of ceiling | synthetic only % | faithfulness | "
+            "diversity | images/s |") in text  # fmt: skip
+    # ceiling: gains +0.08, +0.06, +0.08 -> +7.33 ± 1.15, 3/3 wins; its synthetic-only = other real only
+    assert "| Real ×5 | 69.33 ± 1.15 | +7.33 ± 1.15 | 3/3 | 100% | 67.00 ± 1.00 | 0.940 | 0.520 | — |" in text
+    # Diff-II: gains +0.04, −0.01, +0.03 -> +2.00 ± 2.65, 2/3, 2.00 / 7.33 = 27% of the ceiling
+    assert (
+        "| Diff-II | 64.00 ± 1.00 | +2.00 ± 2.65 | 2/3 | 27% | 52.00 ± 2.00 | 0.900 | 0.400 | 8.00 |" in text
+    )
+    assert "| txt2img | 51.00 ± 1.00 | -11.00 ± 1.00 | 0/3 | -150% | — | 0.300 | 0.700 | 10.00 |" in text
+    assert "| Original | 62.00 ± 2.00 | — | — | — | — | — | — | — |" in text
+    assert "**Split: test**" in text and "wall time 2.0 min" in text and "(quick profile" not in text
+
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert [r["method"] for r in rows] == ["Original", "txt2img", "Diff-II", "DistDiff"]
-    assert abs(float(rows[2]["gain"]) - 0.04) < 1e-9
+    assert [r["method"] for r in rows] == ["Original", CEILING, "txt2img", "Diff-II", "DistDiff"]
+    diffii = rows[3]
+    assert float(diffii["gain"]) == pytest.approx(0.02) and float(diffii["gain_std"]) == pytest.approx(
+        0.02646, 1e-3
+    )
+    assert diffii["wins"] == "2" and diffii["seeds"] == "3" and diffii["split"] == "test"
+    assert float(diffii["share_of_ceiling"]) == pytest.approx(0.02 / 0.07333, 1e-3)
+    assert float(diffii["synthetic_only_mean"]) == pytest.approx(0.52)
+    for kept in ("faithfulness", "diversity", "images_per_s", "acc_mean", "acc_std"):
+        assert kept in diffii  # the existing columns stay
+    per_seed = list(csv.DictReader((tmp_path / "results_per_seed.csv").open()))
+    assert len(per_seed) == 15
+    seed1 = next(r for r in per_seed if r["method"] == "Diff-II" and r["seed"] == "1")
+    assert float(seed1["gain"]) == pytest.approx(-0.01) and float(seed1["synthetic_only_acc"]) == 0.52
     assert (tmp_path / "split_ratio.png").stat().st_size > 0 and "split_ratio.png" in text
     assert mean_std([0.5]) == "50.00"
+
+
+def test_quick_report_without_synthetic_only_says_so_and_validation_runs_keep_the_final_table(tmp_path):
+    text = write_report(tmp_path, _profile(False), _results(False), [], 60.0, "quick", "validation")
+    assert "synthetic only %" not in text and "full profile only" in text
+    assert "| Real ×5 | 69.33 ± 1.15 | +7.33 ± 1.15 | 3/3 | 100% | 0.940 | 0.520 | — |" in text
+    assert "**Split: validation**" in text and "(quick profile, validation split)" in text
+    assert (tmp_path / "report-validation.md").is_file() and (tmp_path / "results-validation.csv").is_file()
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "results.csv").exists()
+
+
+def test_share_of_ceiling_is_blank_when_the_ceiling_gains_nothing(tmp_path):
+    results = _results(False)
+    results[(CEILING, 5)]["acc"] = {0: 0.60, 1: 0.64, 2: 0.62}  # no gain at all
+    text = write_report(tmp_path, _profile(False), results, [], 1.0, "quick", "test")
+    assert "| Diff-II | 64.00 ± 1.00 | +2.00 ± 2.65 | 2/3 | — |" in text
+
+
+def test_ceiling_set_has_the_expansion_count_per_class_outside_subset_and_validation(tmp_path, monkeypatch):
+    from diffexpand.classification.synthetic import SyntheticSet
+    from diffexpand.data.fashion_mnist import load_fashion_mnist
+    from diffexpand.data.subsets import few_shot_indices, validation_indices
+    from diffexpand.evaluation import synthetic_quality
+
+    measured = []
+
+    def fake_quality(folder, oracle):  # the oracle's figures are not what this test is about
+        measured.append(folder)
+        return {"oracle": {"faithfulness": 0.9, "diversity": 0.5}}
+
+    monkeypatch.setattr(synthetic_quality, "evaluate_set", fake_quality, raising=False)
+    info = tiny_benchmark.make_ceiling_set(tmp_path, shots=2, seed=3)
+    labels = load_fashion_mnist("train")[1]
+    records = [json.loads(line) for line in (tmp_path / "sets/real-2shot-seed3/metadata.jsonl").open()]
+    sources = np.array([int(r["source_ids"][0].removeprefix("train/")) for r in records])
+    assert info["images"] == 100 and np.bincount(labels[sources]).tolist() == [10] * 10  # 5x of 2 shots
+    written = [r["label"] for r in records]
+    assert written == labels[sources].tolist() and written == sorted(written)  # true labels, class order
+    assert not np.intersect1d(sources, few_shot_indices(labels, 2, 3)).size
+    assert not np.intersect1d(sources, validation_indices(labels)).size
+    syn = SyntheticSet.read(tmp_path / "sets/real-2shot-seed3", 10)
+    assert syn.image(0).size == (tiny_benchmark.IMAGE_SIZE,) * 2 == (32, 32)
+    assert tiny_benchmark.make_ceiling_set(tmp_path, shots=2, seed=3) == info and len(measured) == 1  # reused
+
+
+def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_path, monkeypatch):
+    """The orchestration, with the expensive stages replaced: which classifier runs the quick profile
+    asks for, on which split, with which set and mixing."""
+    calls = []
+    accuracy = {"Original": 0.60, CEILING: 0.68, "txt2img": 0.50, "Diff-II": 0.64, "DistDiff": 0.62}
+
+    def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test"):
+        calls.append((row, synthetic, mixing, split))
+        return accuracy[row] - (0.1 if mixing == "synthetic_only" else 0.0)
+
+    def fake_set(out, method, shots, seed, *rest):
+        return {"folder": f"sets/{method}", "faithfulness": 0.9, "diversity": 0.5, "images_per_s": 1.0}
+
+    monkeypatch.setattr(tiny_benchmark, "classify", fake_classify)
+    monkeypatch.setattr(tiny_benchmark, "make_set", fake_set)
+    monkeypatch.setattr(
+        tiny_benchmark, "make_ceiling_set", lambda out, shots, seed: fake_set(out, "real", 0, 0)
+    )
+    monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
+    tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--split", "validation"])
+    assert {split for *_, split in calls} == {"validation"}
+    assert [c[0] for c in calls] == [
+        "Original",
+        CEILING,
+        "txt2img",
+        "Diff-II",
+        "DistDiff",
+    ]  # no set-only runs
+    mixing = {row: (synthetic, mix) for row, synthetic, mix, _ in calls}
+    assert mixing[CEILING] == ("sets/real", mixing["Diff-II"][1]) and mixing["Original"][0] is None
+    text = (tmp_path / "report-validation.md").read_text()
+    assert (
+        "| Real ×5 | 68.00 | +8.00 | 1/1 | 100% |" in text
+        and "| Diff-II | 64.00 | +4.00 | 1/1 | 50% |" in text
+    )
+
+    calls.clear()
+    tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--synthetic-only"])
+    alone = [row for row, _, mix, _ in calls if mix == "synthetic_only"]
+    assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff"]  # every row with a set, never Original
+    assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()

@@ -4,6 +4,9 @@
   sample of the same class, drawn fresh every epoch. The draw is a pure function of (seed, epoch,
   index), so it is the same on any machine, any number of workers and after a resume.
 - concatenation (DistDiff, GIF): the real and synthetic sets are simply joined.
+- synthetic only: every real sample is replaced by a same-class synthetic one (replacement at p = 1,
+  the same draws), so no real image enters training: what the synthetic images carry on their own. A class
+  with no synthetic image is an error (replacement would keep its real images).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-MIXINGS = ("replace", "concat")
+MIXINGS = ("replace", "concat", "synthetic_only")
 
 
 def replacement(seed: int, epoch: int, index: int, p: float, candidates: int) -> int | None:

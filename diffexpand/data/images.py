@@ -52,6 +52,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
+def image_to_tensor(image: Image.Image, size: int):
+    """PIL RGB -> (3, size, size) float tensor in [-1, 1]: shorter side to `size` (bicubic,
+    antialiased), centre crop. How every stage sees a real image: expansion, classifier, ceiling sets."""
+    from torchvision.transforms import functional as TF  # torch only where tensors are made
+
+    image = TF.resize(image, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+    image = TF.center_crop(image, size)
+    return TF.to_tensor(image).mul(2).sub(1).clamp(-1, 1)
+
+
 def load_rgb(path: str | Path) -> Image.Image:
     """Open, fully decode and convert one file; raises OSError / ValueError with the reason."""
     with warnings.catch_warnings():

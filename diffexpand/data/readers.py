@@ -40,6 +40,25 @@ class LabeledImages:
     def image(self, i: int) -> Image.Image:
         return self.load(int(i))
 
+    def take(self, indices) -> LabeledImages:
+        """The images at `indices` as a dataset of their own (same classes; images load lazily)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
+            raise IndexError(
+                f"{self.name}: indices must lie in [0, {len(self)}), got {indices.min()}…{indices.max()}"
+            )
+        extras = {k: np.asarray(v)[indices] for k, v in self.extras.items()}
+        load = self.load
+        return LabeledImages(
+            self.name,
+            self.class_names,
+            self.metaclasses,
+            self.labels[indices],
+            [self.ids[int(j)] for j in indices],
+            lambda i: load(int(indices[i])),
+            extras,
+        )
+
 
 _READERS: dict[str, Callable[..., LabeledImages]] = {}
 

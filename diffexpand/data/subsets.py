@@ -88,3 +88,77 @@ def step_batch_indices(num_items: int, batch_size: int, step: int, seed: int) ->
         perm = np.random.default_rng([seed, epoch]).permutation(num_items)
         out.extend(perm[offset : offset + batch_size - len(out)].tolist())
     return np.asarray(out)
+
+
+# ---- the validation split and the real-image ceiling ---------------------------------------------
+# Few-shot subsets the validation split never touches: every seed below RESERVED_SEEDS with at most
+# RESERVED_SHOTS images per class. A few-shot subset of `shots` images is the first `shots` of its
+# class's seeded permutation, so for one seed it is a prefix of the RESERVED_SHOTS subset: the union
+# of the RESERVED_SHOTS subsets over the reserved seeds covers every reserved subset.
+RESERVED_SEEDS = 10
+RESERVED_SHOTS = 50
+VALIDATION_PER_CLASS = 100
+_VALIDATION_STREAM = 1  # third key word: streams apart from few_shot's (seed, label) streams
+_CEILING_STREAM = 2
+
+
+def reserved_few_shot_indices(labels) -> np.ndarray:
+    """Every training image that some few-shot subset with seed < RESERVED_SEEDS and shots <=
+    RESERVED_SHOTS selects (sorted)."""
+    labels = np.asarray(labels)
+    with warnings.catch_warnings():  # a class smaller than RESERVED_SHOTS: all of it is reserved
+        warnings.simplefilter("ignore")
+        subsets = [few_shot_indices(labels, RESERVED_SHOTS, seed) for seed in range(RESERVED_SEEDS)]
+    return np.unique(np.concatenate(subsets))
+
+
+def _seeded_pick(labels, per_class: int, excluded, key: list[int], what: str) -> np.ndarray:
+    """`per_class` indices per class, drawn by a seeded permutation (stream `key + [label]`) of the
+    class's images that are not in `excluded`; an error naming the class when it has too few."""
+    labels = np.asarray(labels)
+    if isinstance(per_class, bool) or not isinstance(per_class, int | np.integer) or per_class < 1:
+        raise ValueError(f"{what}: per_class must be a whole number >= 1, got {per_class!r}")
+    excluded = np.zeros(len(labels), bool) if excluded is None else np.isin(np.arange(len(labels)), excluded)
+    chosen, short = [], []
+    for label in np.unique(labels):
+        free = np.flatnonzero((labels == label) & ~excluded)
+        if len(free) < per_class:
+            short.append(f"class {int(label)} has {len(free)}")
+            continue
+        rng = np.random.default_rng([*key, int(label)])
+        chosen.append(rng.permutation(free)[:per_class])
+    if short:
+        raise ValueError(
+            f"{what}: per_class={per_class} asks for more images than are available "
+            f"({', '.join(short)} left after the exclusions)"
+        )
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def validation_indices(labels, per_class: int = VALIDATION_PER_CLASS, seed: int = 0) -> np.ndarray:
+    """The validation split carved from the training split: `per_class` images per class (sorted).
+
+    The rule: among the training images that no few-shot subset with seed < RESERVED_SEEDS (10) and
+    shots <= RESERVED_SHOTS (50) selects, a seeded permutation per class (PCG64 stream
+    (seed, 1, class)) and its first `per_class` images. So it is disjoint from every such few-shot
+    subset and from the test split (another file), `few_shot_indices` keeps selecting the images it
+    always did, and a smaller `per_class` gives a prefix of a larger one. Too few free images in a class
+    is an error naming the class.
+    """
+    reserved = reserved_few_shot_indices(labels)
+    return _seeded_pick(labels, per_class, reserved, [seed, _VALIDATION_STREAM], "validation split")
+
+
+def ceiling_indices(labels, subset, per_class: int, seed: int, excluded=None) -> np.ndarray:
+    """The real images of a "Real xN" ceiling set: `per_class` training images per class outside the
+    `subset` and `excluded` (the validation split), drawn by the subset's `seed` (PCG64 stream
+    (seed, 2, class)), sorted. Too few free images in a class is an error naming the class."""
+    labels = np.asarray(labels)
+    out = np.union1d(np.asarray(subset, np.int64), np.asarray([] if excluded is None else excluded, np.int64))
+    return _seeded_pick(labels, per_class, out, [seed, _CEILING_STREAM], "ceiling set")
+
+
+def expanded_count(real_count: int, expansion_ratio: float, images_per_class: int | None = None) -> int:
+    """Images an expansion makes for a class with `real_count` real images: `images_per_class` when
+    given, else `expansion_ratio` times the real images (at least one)."""
+    return images_per_class or max(1, round(expansion_ratio * real_count))

@@ -1,0 +1,59 @@
+"""Paired statistics of a benchmark row against the real-only baseline.
+
+Accuracy varies more between few-shot subsets (seeds) than between methods on one subset, so a method
+is compared with Original on the *same* subset: gain_s = acc(method, s) − acc(Original, s). The summary
+is the mean and sample standard deviation of those gains over seeds and the number of seeds where the
+method beats Original (a tie is not a win), and a gain is also read as a share of the ceiling's gain
+(the same number of extra *real* images).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PairedGains:
+    gains: dict[int, float]  # seed -> method accuracy − Original accuracy on that seed
+    mean: float
+    std: float | None  # sample standard deviation (n − 1); None with one seed
+    wins: int  # seeds where the method is strictly above Original
+
+    @property
+    def seeds(self) -> int:
+        return len(self.gains)
+
+
+def _checked_accuracies(accuracies: Mapping[int, float], what: str) -> dict[int, float]:
+    if not accuracies:
+        raise ValueError(f"{what}: no accuracies (one per seed are needed)")
+    for seed, acc in accuracies.items():
+        if not isinstance(acc, int | float) or not math.isfinite(acc):
+            raise ValueError(f"{what}: accuracy of seed {seed} is {acc!r}, not a finite number")
+    return dict(accuracies)
+
+
+def paired_gains(method: Mapping[int, float], original: Mapping[int, float]) -> PairedGains:
+    """Gains of `method` over `original`, both {seed: accuracy}, on the seeds they share; each must
+    have every seed of the other, since an unpaired seed would bias the mean."""
+    method = _checked_accuracies(method, "method")
+    original = _checked_accuracies(original, "Original")
+    if set(method) != set(original):
+        raise ValueError(
+            f"paired gains need the same seeds: method has {sorted(method)}, Original {sorted(original)}"
+        )
+    gains = {seed: method[seed] - original[seed] for seed in sorted(method)}
+    values = list(gains.values())
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return PairedGains(gains, statistics.mean(values), std, sum(g > 0 for g in values))
+
+
+def share_of_ceiling(gain: float, ceiling_gain: float) -> float | None:
+    """`gain` as a fraction of the ceiling's gain; None when the ceiling gains nothing (no share of
+    nothing means anything)."""
+    if not math.isfinite(gain) or not math.isfinite(ceiling_gain):
+        raise ValueError(f"gains must be finite numbers, got {gain!r} and ceiling {ceiling_gain!r}")
+    return gain / ceiling_gain if ceiling_gain > 0 else None
