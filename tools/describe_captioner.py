@@ -9,14 +9,26 @@ per attribute and fine class, the share of the class's images that get the low w
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from diffexpand.data.attributes import ATTRIBUTE_WORDS, AttributeCaptioner
 from diffexpand.data.fashion_mnist import CLASS_NAMES, METACLASS_OF_CLASS, load_fashion_mnist, resize_uint8
 
 
-def main() -> None:
-    images, labels = load_fashion_mnist("train")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--split",
+        choices=["train", "test"],
+        default="train",
+        help="the split the captioner is fitted on and described for (the prior uses train)",
+    )
+    args = parser.parse_args(argv)
+    images, labels = load_fashion_mnist(args.split)
     pixels = resize_uint8(images, 32)
     metaclasses = [METACLASS_OF_CLASS[y] for y in labels]
     captioner = AttributeCaptioner.fit(pixels, metaclasses)
