@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LightningCLI
 from callbacks.wandb_logging import LoggerSaveConfigCallback
 from diffexpand.cli import run_with_clear_errors, silence_known_noise
 from diffexpand.methods.catalog import describe_methods
+from diffexpand.run_lock import OutputFolderLock, launching_rank
 
 DESCRIPTION = (
     "Generate a synthetic set: python expand.py predict [--config FILE] [--output_dir DIR]. "
@@ -66,6 +67,15 @@ class ExpandCLI(LightningCLI):
         trainer = super().instantiate_trainer(**{"callbacks": trainer_callbacks(self), **kwargs})
         trainer.callbacks.append(SyntheticImageWriter(self._output_dir()))
         return trainer
+
+    def predict(self, **kwargs) -> None:
+        """`trainer.predict`, holding the output folder for the run's lifetime (LightningCLI calls a
+        method of the subcommand's name instead of the trainer's when there is one)."""
+        if not launching_rank():  # a DDP rank of the run that holds the folder
+            self.trainer.predict(**kwargs)
+            return
+        with OutputFolderLock(self._output_dir()):
+            self.trainer.predict(**kwargs)
 
     def _output_dir(self) -> str:
         return self.config[self.subcommand]["output_dir"] if self.subcommand else self.config["output_dir"]

@@ -86,7 +86,17 @@ def check_same_run(checkpoint: Path, model: LightningModule, datamodule: Lightni
     """Refuse to continue a checkpoint that another configuration wrote into the same folder."""
     import torch
 
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's message names no file; a refused pickle is also "damaged" here
+        from diffexpand.models.identity import corrupt_file_error
+
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise corrupt_file_error(
+            checkpoint,
+            f"not a checkpoint torch can read safely ({problem})",
+            "delete it to start the run afresh, or resume from another checkpoint (--ckpt_path)",
+        ) from err
     datamodule_hparams = dict(getattr(datamodule, "hparams", {}))
     ours = {"hyper_parameters": dict(model.hparams), "datamodule_hyper_parameters": datamodule_hparams}
     changed = []

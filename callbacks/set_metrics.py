@@ -45,14 +45,17 @@ class SyntheticSetMetrics(Callback):
         self.oracle, self.real_test = oracle, real_test
         self.clip_model, self.lpips_net = clip_model, lpips_net
         self.grid_per_class = grid_per_class
-        self._clip = self._lpips = None
+        self._clip = self._lpips = self._oracle = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         """Load every metric's weights before generation (rank 0, the one that measures)."""
         if not trainer.is_global_zero:
             return
         from diffexpand.evaluation import set_metrics
+        from diffexpand.oracle_cnn import OracleCNN
 
+        if self.oracle is not None and self._oracle is None:  # a damaged oracle stops the run now
+            self._oracle = OracleCNN.load(str(in_repo(self.oracle) or self.oracle))
         if self.clip_model is not None and self._clip is None:
             path = str(in_repo(self.clip_model) or self.clip_model)
             try:
@@ -69,12 +72,11 @@ class SyntheticSetMetrics(Callback):
         if not trainer.is_global_zero:
             return
         from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_test_images
-        from diffexpand.oracle_cnn import OracleCNN
 
         dm = trainer.datamodule
         folder = Path(dm.hparams.output_dir)
         ctx, _ = dm._context(None)
-        oracle = OracleCNN.load(str(in_repo(self.oracle) or self.oracle)) if self.oracle else None
+        oracle = self._oracle
         real = fashion_mnist_test_images(self.real_test) if oracle is not None and self.real_test else None
         result = evaluate_set(
             folder,

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 
 from diffexpand.classification.mixing import MIXINGS, augmentation_seed, replacement, soft_target
 from diffexpand.classification.synthetic import SyntheticSet
+from diffexpand.data.folder_check import usable_indices
 from diffexpand.data.images import checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import (
@@ -198,15 +199,20 @@ class ClassificationDataModule(L.LightningDataModule):
     def _read(self) -> LabeledImages:
         if self._train_data is None:
             a = self._subset_args()
-            self._train_data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
-            self.indices = select_subset(
-                self._train_data.labels,
-                a["subset"],
-                a["shots"],
-                a["imbalance_factor"],
-                a["seed"],
-                a["max_count"],
-            )
+            data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
+            # the whole folder first (broken files outside the subset, empty classes), then the draw
+            usable = usable_indices(data, a["on_bad_image"], "data.init_args.real.on_bad_image")
+            self._train_data = data
+            self.indices = usable[
+                select_subset(
+                    data.labels[usable],
+                    a["subset"],
+                    a["shots"],
+                    a["imbalance_factor"],
+                    a["seed"],
+                    a["max_count"],
+                )
+            ]
             # every real training image is checked once, before training starts (not kept: "all" subsets)
             self.indices, _ = checked_subset(
                 self._train_data,

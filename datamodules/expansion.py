@@ -127,6 +127,7 @@ class ExpansionDataModule(L.LightningDataModule):
             pixels=lambda: torch.stack([train[i]["pixel_values"] for i in range(len(indices))]),
             pil_images=lambda: [data.image(int(j)) for j in indices],
             source=[hp.dataset, hp.root, hp.image_size],
+            image_size=hp.image_size,  # cached latents are checked against it
         )
 
     # ---- Lightning hooks ------------------------------------------------------------------------

@@ -93,5 +93,6 @@ def run_with_clear_errors(main: Callable[[], object]) -> None:
         if os.environ.get(TRACEBACK_ENV) or ours is None:
             raise
         message = str(ours).strip() or type(ours).__name__
-        print(f"error: {message}\n(traceback: rerun with {TRACEBACK_ENV}=1)", file=sys.stderr)
+        # the message last, where the eye lands; the way to the traceback just above it
+        print(f"(traceback: rerun with {TRACEBACK_ENV}=1)\nerror: {message}", file=sys.stderr)
         sys.exit(1)

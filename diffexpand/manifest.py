@@ -24,17 +24,52 @@ from .redact import redact
 MANIFEST_NAME = "metadata.jsonl"
 
 
+class ManifestError(ValueError):
+    """A set's metadata.jsonl that cannot be read as it is; the message names the file and the lines."""
+
+
+def manifest_lines(path: Path) -> list[tuple[int, bytes]]:
+    """(line number from 1, bytes) of each complete non-blank line of the manifest at `path`. A final
+    line with no newline is left out: a torn append that the next append cuts (`repair_torn_tail`)."""
+    lines = []
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):
+                break  # torn final line from an interrupted append
+            if line.strip():
+                lines.append((number, line))
+    return lines
+
+
+def parse_manifest_line(line: bytes) -> dict:
+    """One manifest line as a record; ValueError saying what is wrong with it (no file, no line: the
+    caller adds those)."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"not UTF-8 text (byte {err.start + 1})") from None
+    except json.JSONDecodeError as err:  # (err.colno counts from the line end when the line is cut short)
+        raise ValueError(f"not valid JSON ({err.msg} at column {err.pos + 1})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"not a JSON object but a {type(record).__name__}")
+    return record
+
+
 def read_manifest(folder: str | Path) -> list[dict]:
+    """The records of a folder's manifest exactly as written ([] when there is none): for the writer of
+    a set (resume, dataset card), which must see every line it wrote, a repeat included. Readers of a set
+    made elsewhere use `set_reader.read_set`, which checks every record and reads a repeat once."""
     path = Path(folder) / MANIFEST_NAME
     if not path.exists():
         return []
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                break  # torn final line from an interrupted append
-            if line.strip():
-                records.append(json.loads(line))
+    for number, line in manifest_lines(path):
+        try:
+            records.append(parse_manifest_line(line))
+        except ValueError as err:
+            raise ManifestError(
+                f"{path} line {number}: {err}; fix or delete that line, then run the command again"
+            ) from None
     return records
 
 

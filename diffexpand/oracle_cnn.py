@@ -51,10 +51,49 @@ class OracleCNN(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> OracleCNN:
+        """The oracle saved in `folder`; a damaged or mismatched file stops with an error naming it."""
         folder = Path(folder)
         if not (folder / WEIGHTS).is_file():
             raise FileNotFoundError(f"no oracle at {folder} (expected {WEIGHTS} and {CONFIG})")
-        config = json.loads((folder / CONFIG).read_text())
-        model = cls(**{k: config[k] for k in ("num_classes", "width", "feature_dim")})
-        model.load_state_dict(load_file(folder / WEIGHTS, device=str(device)))
+        config = _read_config(folder / CONFIG)
+        model = cls(**config)
+        state = _read_weights(folder / WEIGHTS, device)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            problem = str(err).strip().splitlines()[-1].strip()
+            raise ValueError(
+                f"{folder / WEIGHTS} does not fit the oracle {folder / CONFIG} describes ({problem}); "
+                f"{_remedy(folder)}"
+            ) from err
         return model.to(device).eval()
+
+
+def _remedy(path: Path) -> str:
+    from diffexpand.models.identity import how_to_replace
+
+    return how_to_replace(path)
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (the oracle's settings); {_remedy(path)}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        from diffexpand.models.identity import corrupt_file_error
+
+        raise corrupt_file_error(path, f"not valid JSON ({err})") from err
+    keys = ("num_classes", "width", "feature_dim")
+    if not isinstance(config, dict) or any(type(config.get(k)) is not int for k in keys):
+        raise ValueError(f"{path} must give integers {', '.join(keys)}; {_remedy(path)}")
+    return {k: config[k] for k in keys}
+
+
+def _read_weights(path: Path, device) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path, device=str(device))
+    except Exception as err:  # safetensors raises its own error type, without the path
+        from diffexpand.models.identity import corrupt_file_error, file_problem
+
+        raise corrupt_file_error(path, file_problem(path) or f"{type(err).__name__}: {err}") from err

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .manifest import read_manifest
+from .set_reader import read_set
 
 MAX_NAME_CHARS = 32  # a longer class name is cut, so one long name cannot widen the sheet without bound
 
@@ -37,19 +37,20 @@ def contact_sheet(
         class_names: names by label, for sets whose manifest has no `class_name` (only read with
             `label_rows`).
     """
-    folder = Path(folder)
-    rows: dict[int, list[str]] = defaultdict(list)
+    # every line checked; images opened where they were found to lie; labels must name a given class
+    checked = read_set(folder, len(class_names) if label_rows and class_names is not None else None)
+    rows: dict[int, list[Path]] = defaultdict(list)
     names: dict[int, str] = {}
-    for record in read_manifest(folder):
+    for record, path in zip(checked.records, checked.paths, strict=True):
         label = record["label"]
         names.setdefault(label, str(record.get("class_name", label)))
         if len(rows[label]) < per_class:
-            rows[label].append(record["file_name"])
+            rows[label].append(path)
     if not rows:
         return None
 
-    def thumbnail(file_name: str) -> np.ndarray:
-        with Image.open(folder / file_name) as image:
+    def thumbnail(path: Path) -> np.ndarray:
+        with Image.open(path) as image:
             image = image.convert("RGB")
             size = (tile, max(1, round(tile * image.height / image.width)))
             small = image.width <= tile

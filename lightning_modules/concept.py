@@ -2,7 +2,9 @@
 LoRA shared by all classes, trained with the noise-prediction loss on "a photo of a <class_i> {metaclass}".
 
 Class names and metaclasses come from the datamodule at `setup`, so one config line picks the dataset.
-At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`.
+At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`;
+concepts.json records the prior's identity (name and content fingerprint), so the concepts are refused
+on any other prior.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ class ConceptLearner(L.LightningModule):
             self.class_names,
             self.metaclasses,
             self.hparams.prompt_template,
-            str(self.hparams.pretrained),
+            self.parts.identity or str(self.hparams.pretrained),  # name + fingerprint of what was loaded
             lora_layers_for_saving(self.unet),
         )
 

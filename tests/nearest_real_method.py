@@ -45,7 +45,9 @@ class NearestReal(ExpansionMethod):
             pixels = real.pixels()
             return {"pixels": pixels, "thumbnails": thumbnails(pixels)}
 
-        cached = ws.cached("nearest-real", build, data=real.source, ids=real.ids)
+        n, side = len(real.ids), real.image_size  # what a read-back entry must hold (checked on load)
+        expect = {"pixels": (n, 3, side, side), "thumbnails": (n, None)}
+        cached = ws.cached("nearest-real", build, expect, data=real.source, ids=real.ids)
         pixels, thumbs = by_id(real.ids, cached["pixels"]), by_id(real.ids, cached["thumbnails"])
         return {"members": ws.ctx.source_ids, "pixels": pixels, "thumbnails": thumbs}
 

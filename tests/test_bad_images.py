@@ -113,3 +113,49 @@ def test_skip_leaves_broken_files_out_with_the_same_list_as_a_warning(tmp_path, 
 def test_a_bad_choice_names_the_allowed_values(tmp_path):
     with pytest.raises(ValueError, match="on_bad_image must be one of"):
         _module(tmp_path, on_bad_image="ignore")
+
+
+def test_broken_files_outside_the_drawn_subset_are_found_before_the_draw(tmp_path):
+    """A 2-shot subset would not draw most files; the whole folder is checked anyway, once."""
+    broken = _folder_with_bad_files(tmp_path)
+    module = LabeledImageDataModule(dataset="imagefolder", root=str(tmp_path), subset="few_shot", shots=1,
+                                    image_size=16, seed=0)  # fmt: skip
+    with pytest.raises(BadImageError) as info:
+        module.prepare_data()
+    assert {name for name, _ in info.value.bad} == broken
+
+
+def test_an_empty_class_and_broken_files_are_reported_together(tmp_path):
+    broken = _folder_with_bad_files(tmp_path)
+    (tmp_path / "eel").mkdir()
+    (tmp_path / "eel" / "readme.txt").write_text("no images here\n")
+    with pytest.raises(BadImageError) as info:
+        _module(tmp_path).setup("fit")
+    assert {name for name, _ in info.value.bad} == broken | {"eel/"}
+    assert "class folder holds no image file" in str(info.value)
+    with pytest.raises(BadImageError, match="eel/"):  # skipping broken files cannot fill an empty class
+        _module(tmp_path, on_bad_image="skip").setup("fit")
+
+
+def test_skip_draws_the_subset_from_the_readable_files_only(tmp_path):
+    _folder_with_bad_files(tmp_path)
+    module = LabeledImageDataModule(dataset="imagefolder", root=str(tmp_path), subset="few_shot", shots=4,
+                                    image_size=16, seed=0, on_bad_image="skip")  # fmt: skip
+    with pytest.warns(UserWarning, match="left out 4 image"):
+        module.setup("fit")
+    assert sorted(module.train_set.data.ids[i] for i in module.train_set.indices) == sorted(
+        f"{c}/good{k}.png" for c in ("cat", "dog") for k in range(4)
+    )
+
+
+def test_a_cut_jpeg_is_found_by_the_cheap_check_and_a_padded_one_passes(tmp_path):
+    from diffexpand.data.folder_check import file_problem
+
+    jpeg = _png_bytes(_rgb((64, 64)), format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (tmp_path / "padded.jpg").write_bytes(jpeg + b"\0" * 4096)  # valid, end marker far from the end
+    (tmp_path / "ok.jpg").write_bytes(jpeg)
+    assert file_problem(tmp_path / "cut.jpg") is not None
+    assert file_problem(tmp_path / "padded.jpg") is None
+    assert file_problem(tmp_path / "ok.jpg") is None
+    assert file_problem(tmp_path / "missing.png") == "file not found"

@@ -294,13 +294,18 @@ def test_a_malformed_or_contradictory_concepts_json_is_refused_by_name(case, tmp
     assert str(folder / "concepts.json") in str(err.value)  # says which file
 
 
-def test_an_embedding_file_of_the_wrong_shape_is_refused_before_the_tokenizer_changes(tiny_sd_dir, tmp_path):
+def test_an_embedding_file_of_the_wrong_shape_is_refused_before_the_tokenizer_changes(tmp_path):
     from safetensors.torch import save_file
 
     folder = shutil.copytree(COMMITTED, tmp_path / "concepts")
     save_file({"<class_3>": torch.zeros(2, 7)}, folder / "embeddings/class_3.safetensors")
-    parts = load_sd_components(tiny_sd_dir)
+    parts = load_sd_components(
+        DEFAULT_PRIOR
+    )  # the prior the folder was learned on (another is refused first)
     vocabulary = len(parts.tokenizer)
-    with pytest.raises(ConceptFolderError, match=r"class_3.safetensors must hold '<class_3>'.*\(4, \d+\)"):
+    with pytest.raises(
+        ConceptFolderError,
+        match=r"class_3.safetensors: '<class_3>' has 2 row.*Expected '<class_3>' of shape \(4, \d+\)",
+    ):
         apply_concepts(parts, folder)
     assert len(parts.tokenizer) == vocabulary

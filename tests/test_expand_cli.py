@@ -66,6 +66,7 @@ def test_an_error_of_ours_is_one_line_and_its_traceback_comes_on_request(tmp_pat
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     errors = [line for line in plain.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"concept folder {tmp_path / 'missing'} does not exist" in errors[0]
+    assert plain.stderr.rstrip().splitlines()[-1] == errors[0], "the message is not the last line"
     verbose = run_expand(*args, env={"DIFFEXPAND_TRACEBACK": "1"})
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "FileNotFoundError" in verbose.stderr
 

@@ -1,7 +1,6 @@
 """Progress bars and the end-of-fit summary: when the input builders draw a bar, what the training and
 predict bars count and print, and that `train.py fit` says where its outputs went."""
 
-import contextlib
 import io
 import json
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
 from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel, RandomDataset
+from model_service import CpuModelService
 from torch.utils.data import DataLoader
 
 import train
@@ -47,30 +47,12 @@ def test_input_bars_draw_on_a_terminal_unless_switched_off(monkeypatch):
     assert progress_bar(3, "x", "img").disable
 
 
-class Service:
-    """The model as input builders use it (inputs.ModelService), on the tiny stack."""
-
-    def __init__(self, parts):
-        self.parts = parts
-
-    def device(self):
-        return torch.device("cpu")
-
-    target_device = device
-
-    def fingerprint(self):
-        return {"model": "tiny"}
-
-    def precision(self, device):
-        return contextlib.nullcontext()
-
-
 def test_the_inversion_bar_counts_ddim_steps_and_changes_nothing(tiny_sd, tmp_path, monkeypatch):
     from diffexpand.methods import diffii
 
     ids = ["a0", "a1", "b0"]
     ctx = PlanContext(["a", "b"], ["shoe"] * 2, [["a0", "a1"], ["b0"]], ["p a", "p b"], ["a", "b"])
-    ws = inputs.Workspace(ctx, None, Service(tiny_sd), tmp_path, batch_size=2, seed=0)
+    ws = inputs.Workspace(ctx, None, CpuModelService(tiny_sd), tmp_path, batch_size=2, seed=0)
     latents = {i: torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(k)) for k, i in enumerate(ids)}
     bars = []
 

@@ -25,6 +25,16 @@ def test_there_are_sweeps_for_the_knobs_the_papers_ablate():
     assert {yaml.safe_load(p.read_text())["method"] for p in SWEEPS} == {"grid", "random", "bayes"}
 
 
+def test_every_sweep_tunes_on_the_validation_split():
+    """Settings are chosen on the validation split; the test split is used once, for the final table."""
+    from tools.sweep_local import fixed_arguments
+
+    for path in SWEEPS:
+        sweep = yaml.safe_load(path.read_text())
+        assert sweep["metric"]["name"].startswith("validation/"), path.name
+        assert "--classify.data.init_args.eval_split=validation" in fixed_arguments(sweep)["args"], path.name
+
+
 def _tiny_args(sweep: dict, tiny_sd_dir, tiny_concepts, cache) -> list[str]:
     command = " ".join(map(str, sweep["command"]))
     expand_cfg = yaml.safe_load((REPO / command.split("--expand-config ")[1].split()[0]).read_text())
@@ -56,16 +66,17 @@ def test_sweep_runs_two_proposals_offline(path, tiny_sd_dir, tiny_concepts, tmp_
     sweep = load_sweep(path)  # validates against the sweeps package's schema
     out = tmp_path / "sweep"
     rows = run_sweep(path, 2, out, _tiny_args(sweep, tiny_sd_dir, tiny_concepts, tmp_path / "cache"))
-    assert len(rows) == 2 and all(r["test/acc"] is not None for r in rows)
-    assert (out / "results.csv").is_file() and "Best: test/acc" in (out / "results.md").read_text()
+    metric = sweep["metric"]["name"]
+    assert len(rows) == 2 and all(r[metric] is not None for r in rows)
+    assert (out / "results.csv").is_file() and f"Best: {metric}" in (out / "results.md").read_text()
     runs = list(offline_runs(out / "wandb").values())
     (summary_run,) = [r for r in runs if r["name"] == f"{path.stem}-summary"]
     proposals = [r for r in runs if r is not summary_run]
     assert len(proposals) == 2
-    proposed = [{k: v for k, v in r.items() if k != "test/acc"} for r in rows]
+    proposed = [{k: v for k, v in r.items() if k != metric} for r in rows]
     seen = [{k: r["config"][k] for k in proposed[0]} for r in proposals]
     for run in proposals:
-        assert "test/acc" in run["summary"]
+        assert metric in run["summary"] and "test/acc" not in run["summary"]  # the test split stays unseen
         # each stage's settings once, under its prefix: no bare copy from a module or a stage's logger,
         # no second spelling (the tiny arguments say `method.num_inference_steps`, the resolved config
         # `method.init_args.num_inference_steps`)

@@ -18,31 +18,33 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffexpand.manifest import read_manifest
+from diffexpand.cli import run_with_clear_errors
+from diffexpand.set_reader import CheckedSet, read_set
 
 
-def pixels(folder: Path, line: dict) -> np.ndarray:
-    with Image.open(folder / line["file_name"]) as image:
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
         return np.asarray(image, dtype=int)
 
 
-def compare(before: Path, after: Path) -> dict:
-    lines = {
-        name: {r["id"]: r for r in read_manifest(folder)} for name, folder in (("a", before), ("b", after))
+def by_record(checked: CheckedSet) -> dict[str, tuple[dict, Path]]:
+    """Each record of a checked set with its image, by id (by file_name in a set without ids)."""
+    return {
+        r.get("id", r["file_name"]): (r, path) for r, path in zip(checked.records, checked.paths, strict=True)
     }
-    common = sorted(lines["a"].keys() & lines["b"].keys())
-    differing_lines = [i for i in common if lines["a"][i] != lines["b"][i]]
-    key_order = [i for i in common if list(lines["a"][i]) != list(lines["b"][i])]
-    levels = [int(np.abs(pixels(before, lines["a"][i]) - pixels(after, lines["b"][i])).max()) for i in common]
-    identical = sum(
-        (before / lines["a"][i]["file_name"]).read_bytes()
-        == (after / lines["b"][i]["file_name"]).read_bytes()
-        for i in common
-    )
+
+
+def compare(before: Path, after: Path) -> dict:
+    a, b = by_record(read_set(before)), by_record(read_set(after))
+    common = sorted(a.keys() & b.keys())
+    differing_lines = [i for i in common if a[i][0] != b[i][0]]
+    key_order = [i for i in common if list(a[i][0]) != list(b[i][0])]
+    levels = [int(np.abs(pixels(a[i][1]) - pixels(b[i][1])).max()) for i in common]
+    identical = sum(a[i][1].read_bytes() == b[i][1].read_bytes() for i in common)
     return {
         "records": len(common),
-        "only_in_before": sorted(lines["a"].keys() - lines["b"].keys()),
-        "only_in_after": sorted(lines["b"].keys() - lines["a"].keys()),
+        "only_in_before": sorted(a.keys() - b.keys()),
+        "only_in_after": sorted(b.keys() - a.keys()),
         "differing_lines": differing_lines,
         "differing_key_order": key_order,
         "max_level_difference": max(levels, default=0),
@@ -68,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_with_clear_errors(lambda: sys.exit(main()))

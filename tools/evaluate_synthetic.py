@@ -16,10 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
+from diffexpand.cli import run_with_clear_errors
 from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_test_images
-from diffexpand.manifest import read_manifest
 from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
+from diffexpand.set_reader import read_set
 
 
 def main(argv=None) -> dict:
@@ -39,6 +40,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--lpips", default=None, help="LPIPS backbone (alex, vgg, squeeze) for diversity")
     parser.add_argument("--prompt-template", default="a photo of a {}")
     args = parser.parse_args(argv)
+    sets = {folder: read_set(folder) for folder in args.folders}  # every set checked before any is measured
+    for folder, checked in sets.items():
+        if not checked.records:
+            raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
     oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
     real = fashion_mnist_test_images(args.real_test) if args.real_test and oracle is not None else None
     results = {}
@@ -47,7 +52,7 @@ def main(argv=None) -> dict:
     for folder in args.folders:
         prompts = None
         if args.clip:
-            names = {int(r["label"]): r.get("class_name", str(r["label"])) for r in read_manifest(folder)}
+            names = {r["label"]: r.get("class_name", str(r["label"])) for r in sets[folder].records}
             prompts = [args.prompt_template.format(names.get(c, c)) for c in range(max(names) + 1)]
         result = evaluate_set(folder, oracle, prompts, args.clip, args.lpips, real)
         (Path(folder) / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -67,4 +72,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_with_clear_errors(main)

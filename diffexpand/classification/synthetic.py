@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffexpand.manifest import read_manifest
+from diffexpand.set_reader import read_set
 
 
 @dataclass
@@ -15,34 +15,27 @@ class SyntheticSet:
     folder: Path
     records: list[dict]
     by_class: dict[int, list[int]] = field(default_factory=dict)  # label -> record indices
+    paths: list[Path] = field(default_factory=list)  # each record's image, checked to lie in the folder
 
     @classmethod
     def read(cls, folder: str | Path, num_classes: int) -> SyntheticSet:
+        """Every line checked once here, before training starts (`read_set`): a faulty set stops the
+        run now, with all its faults listed, never at the first bad draw in some epoch."""
         folder = Path(folder)
-        records = read_manifest(folder)
-        if not records:
+        checked = read_set(folder, num_classes)
+        if not checked.records:
             raise FileNotFoundError(
                 f"synthetic set {folder} has no images (no metadata.jsonl records); make it with "
                 "`python expand.py predict --config configs/expand/<method>.yaml --output_dir DIR`"
             )
         by_class: dict[int, list[int]] = {}
-        for i, r in enumerate(records):
-            label = int(r["label"])
-            if not 0 <= label < num_classes:
-                raise ValueError(
-                    f"{folder}: record {r.get('id', i)} has label {label}, not in [0, {num_classes})"
-                )
-            soft = r.get("soft_label")
-            if soft is not None and len(soft) != num_classes:
-                raise ValueError(
-                    f"{folder}: soft_label of {r.get('id', i)} has {len(soft)} entries, "
-                    f"the dataset {num_classes} classes"
-                )
-            by_class.setdefault(label, []).append(i)
-        return cls(folder, records, by_class)
+        for i, r in enumerate(checked.records):
+            by_class.setdefault(r["label"], []).append(i)
+        return cls(folder, checked.records, by_class, checked.paths)
 
     def image(self, i: int) -> Image.Image:
-        return Image.open(self.folder / self.records[i]["file_name"]).convert("RGB")
+        with Image.open(self.paths[i]) as image:
+            return image.convert("RGB")
 
     def __len__(self) -> int:
         return len(self.records)

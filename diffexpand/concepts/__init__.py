@@ -7,7 +7,7 @@ from .io import (
     save_concepts,
 )
 from .lora import add_shared_lora, lora_layers_for_saving
-from .metadata import ConceptFolderError, check_template
+from .metadata import ConceptFolderError, PriorMismatchError, check_template
 from .tokens import (
     ConceptEmbeddings,
     add_placeholder_tokens,
@@ -22,6 +22,7 @@ __all__ = [
     "ConceptFolderError",
     "ConceptMismatchError",
     "ConceptSet",
+    "PriorMismatchError",
     "add_placeholder_tokens",
     "add_shared_lora",
     "apply_concepts",

@@ -6,10 +6,16 @@ Each class carries its prompt in two forms. `prompt` writes every token out ("a 
 by its first token only ("a photo of a <class_7> shoe"): a stock diffusers pipeline that loaded the class's
 embedding file with `load_textual_inversion` writes the other tokens out itself (`maybe_convert_prompt`),
 so given `prompt` it would expand every token again (16 slots instead of 4). Both become the same token ids.
+
+`base_model` names the prior the concepts were learned on and its content fingerprint
+(diffexpand.models.identity): {"name": "assets/tiny-fashion-prior", "fingerprint": "sd-files-v1:…"}.
+Folders written before the fingerprint was recorded hold the name only (a string): they read, but cannot
+be checked against a prior until `python -m diffexpand.concepts.migrate FOLDER --prior PRIOR` adds it.
 """
 
 from __future__ import annotations
 
+import re
 from string import Formatter
 
 from .tokens import class_token, concept_phrase, placeholder_tokens
@@ -17,6 +23,7 @@ from .tokens import class_token, concept_phrase, placeholder_tokens
 CONCEPTS_JSON = "concepts.json"
 TEMPLATE_FIELDS = ("tokens", "metaclass")
 MAX_TOKENS_PER_CLASS = 75  # CLIP's 77 positions less the start and end tokens
+FINGERPRINT = re.compile(r"[a-z0-9-]+:[0-9a-f]{64}")
 
 PROMPT_FORMS = {
     "prompt": (
@@ -34,6 +41,10 @@ PROMPT_FORMS = {
 
 class ConceptFolderError(ValueError):
     """concepts.json (or an embedding file) is malformed or contradicts itself."""
+
+
+class PriorMismatchError(ConceptFolderError):
+    """A concept folder is applied to another prior than the one it was learned on."""
 
 
 def check_template(template) -> None:
@@ -81,7 +92,14 @@ def embedding_file(class_index: int) -> str:
     return f"embeddings/class_{class_index}.safetensors"
 
 
-def concepts_metadata(class_names, metaclasses, tokens_per_class: int, template: str, base_model: str):
+def base_model_field(name: str, fingerprint: str | None):
+    """concepts.json's `base_model`: name and fingerprint, or the name alone where none is known."""
+    return {"name": name, "fingerprint": fingerprint} if fingerprint else name
+
+
+def concepts_metadata(
+    class_names, metaclasses, tokens_per_class: int, template: str, base_model: str, base_fingerprint=None
+):
     """The content of concepts.json."""
     n = tokens_per_class
     classes = [
@@ -97,7 +115,7 @@ def concepts_metadata(class_names, metaclasses, tokens_per_class: int, template:
         for c, name in enumerate(class_names)
     ]
     return {
-        "base_model": base_model,
+        "base_model": base_model_field(base_model, base_fingerprint),
         "tokens_per_class": n,
         "prompt_template": template,
         "stock_prompt_template": stock_template(template),
@@ -126,8 +144,7 @@ def parse_concepts_metadata(meta, where: str) -> dict:
         check_template(meta["prompt_template"])
     except ConceptFolderError as err:
         fail(str(err))
-    if not isinstance(meta["base_model"], str) or not meta["base_model"]:
-        fail(f"base_model must be a non-empty string, got {meta['base_model']!r}")
+    base_model, base_fingerprint = parse_base_model(meta["base_model"], fail)
     classes = meta["classes"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, dict) for c in classes):
         fail("classes must be a non-empty list of objects")
@@ -144,10 +161,16 @@ def parse_concepts_metadata(meta, where: str) -> dict:
         "metaclasses": [c["metaclass"] for c in classes],
         "tokens_per_class": n,
         "prompt_template": meta["prompt_template"],
-        "base_model": meta["base_model"],
+        "base_model": base_model,
+        "base_fingerprint": base_fingerprint,
     }
     expected = concepts_metadata(
-        fields["class_names"], fields["metaclasses"], n, fields["prompt_template"], fields["base_model"]
+        fields["class_names"],
+        fields["metaclasses"],
+        n,
+        fields["prompt_template"],
+        base_model,
+        base_fingerprint,
     )
     if "stock_prompt_template" in meta and meta["stock_prompt_template"] != expected["stock_prompt_template"]:
         fail(
@@ -160,3 +183,20 @@ def parse_concepts_metadata(meta, where: str) -> dict:
             if (key in required or key in c) and c.get(key) != want[key]:
                 fail(f"classes[{c['index']}].{key} must be {want[key]!r}, got {c.get(key)!r}")
     return fields
+
+
+def parse_base_model(value, fail) -> tuple[str, str | None]:
+    """(name, fingerprint) of concepts.json's `base_model`; the fingerprint is None in older folders."""
+    if isinstance(value, str) and value:
+        return value, None
+    if isinstance(value, dict) and set(value) == {"name", "fingerprint"}:
+        name, fingerprint = value["name"], value["fingerprint"]
+        if not isinstance(name, str) or not name:
+            fail(f"base_model.name must be a non-empty string, got {name!r}")
+        if not isinstance(fingerprint, str) or not FINGERPRINT.fullmatch(fingerprint):
+            fail(f"base_model.fingerprint must look like 'sd-files-v1:<64 hex digits>', got {fingerprint!r}")
+        return name, fingerprint
+    fail(
+        'base_model must be {"name": <hub id or folder>, "fingerprint": <of the prior>} (or, in older '
+        f"folders, the name alone), got {value!r}"
+    )

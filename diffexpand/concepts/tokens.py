@@ -37,12 +37,18 @@ def word_embedding(tokenizer, text_encoder, word: str) -> torch.Tensor:
     return table[torch.tensor(ids, device=table.device)].float().mean(0)
 
 
-def add_placeholder_tokens(tokenizer, text_encoder, num_classes: int, tokens_per_class: int) -> torch.Tensor:
-    """Add every class's tokens to the tokenizer and the embedding table; returns their ids (C, n)."""
+def check_tokens_are_new(tokenizer, num_classes: int, tokens_per_class: int) -> list[str]:
+    """Every class's token names, after checking that none is in the vocabulary yet."""
     names = [t for c in range(num_classes) for t in placeholder_tokens(c, tokens_per_class)]
     clash = [t for t in names if t in tokenizer.get_vocab()]
     if clash:
         raise ValueError(f"placeholder tokens already in the vocabulary: {clash[:5]}")
+    return names
+
+
+def add_placeholder_tokens(tokenizer, text_encoder, num_classes: int, tokens_per_class: int) -> torch.Tensor:
+    """Add every class's tokens to the tokenizer and the embedding table; returns their ids (C, n)."""
+    names = check_tokens_are_new(tokenizer, num_classes, tokens_per_class)
     tokenizer.add_tokens(names)
     # mean_resizing off: these rows are never read (the concept rows are written over the embedding
     # output), so transformers' mean/covariance initialisation and its notice would be wasted

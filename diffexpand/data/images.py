@@ -23,7 +23,11 @@ class BadImageError(ValueError):
 
     def __init__(self, bad: list[tuple[str, str]], hint: str = ""):
         self.bad = bad
-        super().__init__(f"{len(bad)} image(s) cannot be read:\n{_listing(bad)}{hint}")
+        folders = sum(name.endswith("/") for name, _ in bad)  # folder-level problems (an empty class)
+        what = (
+            f"{len(bad)} image(s) cannot be read" if not folders else f"{len(bad)} problem(s) with the images"
+        )
+        super().__init__(f"{what}:\n{_listing(bad)}{hint}")
 
 
 def _listing(bad: list[tuple[str, str]]) -> str:

@@ -33,6 +33,8 @@ class LabeledImages:
     ids: list[str]  # stable per-image ids (relative paths, or "split/index")
     load: Callable[[int], Image.Image]
     extras: dict = field(default_factory=dict)  # per-image side information (e.g. Waterbirds place)
+    files: list[Path] | None = None  # the image files, when the images are files (checked before use)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (where, what) the reader found wrong
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -57,6 +59,7 @@ class LabeledImages:
             [self.ids[int(j)] for j in indices],
             lambda i: load(int(indices[i])),
             extras,
+            None if self.files is None else [self.files[int(j)] for j in indices],
         )
 
 
@@ -89,7 +92,7 @@ def _require_root(name: str, root, how: str) -> Path:
     return Path(root).expanduser()
 
 
-def _from_files(name, files, labels, classes, metaclass, root) -> LabeledImages:
+def _from_files(name, files, labels, classes, metaclass, root, problems=()) -> LabeledImages:
     files = [Path(f) for f in files]
     root = Path(root)
     ids = [str(f.relative_to(root)) if f.is_relative_to(root) else f.name for f in files]
@@ -100,6 +103,8 @@ def _from_files(name, files, labels, classes, metaclass, root) -> LabeledImages:
         np.asarray(labels, dtype=np.int64),
         ids,
         lambda i: load_rgb(files[i]),
+        files=files,
+        problems=list(problems),
     )
 
 
@@ -139,18 +144,25 @@ def fashion_mnist(root, split, **_) -> LabeledImages:
 def imagefolder(root, split, metaclass: str = "object", **_) -> LabeledImages:
     """`root/<split>/<class>/*.jpg` if `root/<split>` exists, else `root/<class>/*.jpg` (train only)."""
     from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     how = "Expected class folders: ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg (or ROOT/<class>/*)."
     base = _require_root("imagefolder", root, how)
     folder = base / split if (base / split).is_dir() else base
     if folder == base and split == "test":
         raise DatasetNotFoundError(f"imagefolder: no test split at {base / 'test'}. {how}")
-    try:
-        ds = ImageFolder(str(folder), allow_empty=False)
+    try:  # empty classes are collected, not raised: they are reported with the broken files
+        ds = ImageFolder(str(folder), allow_empty=True)
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"imagefolder: {err}. {how}") from err
-    files, labels = zip(*ds.samples, strict=True)
-    return _from_files("imagefolder", files, labels, ds.classes, metaclass, folder)
+    found = {label for _, label in ds.samples}
+    empty = [
+        (f"{name}/", f"class folder holds no image file ({', '.join(IMG_EXTENSIONS)})")
+        for label, name in enumerate(ds.classes)
+        if label not in found
+    ]
+    files, labels = zip(*ds.samples, strict=True) if ds.samples else ((), ())
+    return _from_files("imagefolder", files, labels, ds.classes, metaclass, folder, empty)
 
 
 @register_reader("cub")

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
-from diffexpand.manifest import read_manifest
+from diffexpand.set_reader import read_set
 
 
 def fashion_mnist_test_images(n: int, size: int = 32) -> torch.Tensor:
@@ -33,17 +33,17 @@ def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, to
     size are resized like the real reference images (`fashion_mnist_test_images`): antialiased
     bilinear, rounded to uint8."""
     folder = Path(folder)
-    records = read_manifest(folder)
-    if not records:
+    checked = read_set(folder)  # every line checked; images opened where they were found to lie
+    if not checked.records:
         raise FileNotFoundError(f"{folder} holds no metadata.jsonl records")
     images = []
-    for r in records:
-        image = torch.from_numpy(np.asarray(Image.open(folder / r["file_name"]).convert("RGB")).copy())
-        image = image.permute(2, 0, 1)
+    for path in checked.paths:
+        with Image.open(path) as opened:
+            image = torch.from_numpy(np.asarray(opened.convert("RGB")).copy()).permute(2, 0, 1)
         if image.shape[-2:] != (size, size):
             image = resize_uint8(image[None], size)[0]
         images.append(image)
-    labels = torch.tensor([int(r["label"]) for r in records])
+    labels = torch.tensor([r["label"] for r in checked.records])
     return torch.stack(images).float() / 127.5 - 1, labels
 
 

@@ -49,7 +49,14 @@ class TransformersClipFeatures(FeatureExtractor):
         try:
             processor = CLIPImageProcessor.from_pretrained(path)
             model = CLIPVisionModelWithProjection.from_pretrained(path)
-        except OSError as err:
+        except Exception as err:
+            from diffexpand.models.identity import corrupt_file_error, unreadable_file
+
+            bad = unreadable_file(path) if Path(path).is_dir() else None
+            if bad is not None:  # transformers' message often lacks the file
+                raise corrupt_file_error(*bad) from err
+            if not isinstance(err, OSError):
+                raise
             raise ModelNotAvailableError(
                 f"cannot load the CLIP vision model {path!r} ({err}); download it where there is network "
                 "and pass the local folder"

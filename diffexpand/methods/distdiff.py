@@ -167,8 +167,10 @@ class DistDiff(UsesFeatureExtractor, ExpansionMethod):
                 "groups": torch.stack([protos[c][1] for c in classes]),
             }
 
+        width = next((f.shape[-1] for f in by_class.values()), None)  # the extractor's feature width
+        expect = {"classes": (len(classes), width), "groups": (len(classes), self.groups, width)}
         depends_on = {"features": features_key, "settings": settings, "classes": classes, "backend": backend}
-        cached = ws.cached("prototypes", build, **depends_on)
+        cached = ws.cached("prototypes", build, expect, **depends_on)
         return {c: (cached["classes"][i], cached["groups"][i]) for i, c in enumerate(classes)}
 
     def plan(self, ctx, label, rng, index=0) -> dict:

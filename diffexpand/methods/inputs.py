@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from diffexpand.cache import cache_key, cached_json, cached_tensors
+from diffexpand.cache import Check, Shape, cache_key, cached_json, cached_tensors
 from diffexpand.finite import recompute_non_finite, refuse_non_finite
 
 from .common import PlanContext
@@ -89,6 +89,7 @@ class RealImages:
     pixels: Callable[[], torch.Tensor]  # (N, 3, H, W) in [-1, 1], in `ids` order, decoded on demand
     pil_images: Callable[[], list]  # the decoded images, for captioners
     source: list  # what identifies the pixels (dataset, root, image size), for cache keys
+    image_size: int | None = None  # side of the square pixels, when known: cached latents are checked on it
 
 
 @dataclass
@@ -105,12 +106,23 @@ class Workspace:
             raise ValueError(f"method {method!r} starts from real images: set data.init_args.real")
         return self.real
 
-    def cached(self, kind: str, build: Callable[[], dict[str, torch.Tensor]], **depends_on) -> dict:
-        """`build()`'s tensors, cached on disk under a key made of `depends_on`."""
-        return cached_tensors(self.cache_dir, kind, cache_key(**depends_on), build)
+    def cached(
+        self,
+        kind: str,
+        build: Callable[[], dict[str, torch.Tensor]],
+        expect: dict[str, Shape] | None = None,
+        **depends_on,
+    ) -> dict:
+        """`build()`'s tensors, cached on disk under a key made of `depends_on`. `expect` ({key: shape},
+        None on a free axis) is what a usable entry holds: an entry on disk that does not, cannot be read
+        or holds NaN / Inf is built again with a warning naming it (diffexpand.cache)."""
+        return cached_tensors(self.cache_dir, kind, cache_key(**depends_on), build, expect)
 
-    def cached_json(self, kind: str, build: Callable[[], object], **depends_on) -> object:
-        return cached_json(self.cache_dir, kind, cache_key(**depends_on), build)
+    def cached_json(
+        self, kind: str, build: Callable[[], object], expect: Check | None = None, **depends_on
+    ) -> object:
+        """Like `cached` for small JSON results; `expect` names what is wrong with a value read back."""
+        return cached_json(self.cache_dir, kind, cache_key(**depends_on), build, expect)
 
 
 class UsesFeatureExtractor:
@@ -134,6 +146,13 @@ def by_id(ids: list[str], rows: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(zip(ids, rows, strict=True))
 
 
+def real_latent_shape(real: RealImages, parts) -> Shape:
+    """The shape of one real image's VAE latent: the VAE's channels, and the image side over the VAE's
+    downsampling (which rounds down) when the image size is known."""
+    side = real.image_size // parts.vae_scale_factor if real.image_size else None
+    return (parts.vae.config.latent_channels, side, side)
+
+
 def real_latents(ws: Workspace, method: str) -> dict[str, torch.Tensor]:
     """VAE latents of every real image, by id (cached; the key covers model, data and ids)."""
     from diffexpand.models.vae import encode_images
@@ -152,7 +171,8 @@ def real_latents(ws: Workspace, method: str) -> dict[str, torch.Tensor]:
         refuse_non_finite(latents, real.ids, "VAE latents", hint="")
         return {"latents": latents}
 
-    cached = ws.cached("latents", build, model=model.fingerprint(), data=real.source, ids=real.ids)
+    expect = {"latents": (len(real.ids), *real_latent_shape(real, model.parts))}
+    cached = ws.cached("latents", build, expect, model=model.fingerprint(), data=real.source, ids=real.ids)
     return by_id(real.ids, cached["latents"])
 
 
@@ -180,7 +200,8 @@ def real_features(ws: Workspace, method: str, extractor) -> tuple[dict[str, torc
         )
         return {"features": features}
 
-    features = cached_tensors(ws.cache_dir, "features", key, build)["features"]
+    expect = {"features": (len(real.ids), None)}  # the width is the extractor's
+    features = cached_tensors(ws.cache_dir, "features", key, build, expect)["features"]
     return by_id(real.ids, features), key
 
 

@@ -11,6 +11,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from .identity import ModelIdentity
+
 
 @dataclass
 class SDComponents:
@@ -19,6 +21,8 @@ class SDComponents:
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     scheduler: DDIMScheduler
+    # Which model the parts were loaded from (diffexpand.models.identity); None for parts built in memory.
+    identity: ModelIdentity | None = None
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:

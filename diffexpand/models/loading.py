@@ -12,6 +12,14 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from diffexpand.paths import in_repo
 
 from .components import SDComponents
+from .identity import (
+    CorruptModelFileError,
+    corrupt_file_error,
+    how_to_replace,
+    model_identity,
+    snapshot_folder,
+    unreadable_file,
+)
 
 _SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
 
@@ -45,6 +53,26 @@ def _check_local_folder(folder: Path) -> None:
         )
 
 
+def _load_part(cls, source: str, folder: Path | None, subfolder: str, kwargs: dict):
+    """`cls.from_pretrained` of one part; a failure caused by a damaged file of that part (bad JSON, a
+    truncated or garbled weights file) becomes one error naming the file. The libraries' own messages
+    often lack the path ("header too large"), so the part's files are read here to find it."""
+    try:
+        return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
+    except Exception as err:
+        root = folder or snapshot_folder(source, kwargs.get("revision"))
+        bad = unreadable_file(root / subfolder) if root is not None and (root / subfolder).is_dir() else None
+        if bad is not None:
+            raise corrupt_file_error(*bad) from err
+        if folder is not None and isinstance(err, OSError | ValueError):  # e.g. a weights file missing
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelNotAvailableError(
+                f"Cannot load {folder / subfolder}: {first_line} Check that the folder holds a complete "
+                f"diffusers-layout model; {how_to_replace(folder / subfolder)}"
+            ) from err
+        raise
+
+
 def load_sd_components(
     pretrained: str | os.PathLike,
     dtype: torch.dtype = torch.float32,
@@ -56,7 +84,9 @@ def load_sd_components(
 
     `pretrained` is a hub id (e.g. "stable-diffusion-v1-5/stable-diffusion-v1-5") or a local folder.
     The scheduler is always DDIM, built from the model's own noise-schedule config, because every
-    method here samples and inverts with DDIM.
+    method here samples and inverts with DDIM. A damaged file of the model stops with
+    `CorruptModelFileError` naming it. The parts carry the model's identity (name and content
+    fingerprint, diffexpand.models.identity), which concept folders are checked against.
     """
     source = str(in_repo(pretrained) or pretrained)  # "assets/tiny-fashion-prior" from any directory
     local = Path(source).expanduser()
@@ -67,19 +97,22 @@ def load_sd_components(
     elif source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1):
         raise ModelNotAvailableError(f"Model folder '{pretrained}' does not exist.")
     kwargs = dict(revision=revision, local_files_only=_offline() or is_local)
+    folder = local if is_local else None
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, **kwargs)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", dtype=dtype, variant=variant, **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(
-            source, subfolder="unet", dtype=dtype, variant=variant, **kwargs
-        )
-        scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
+        tokenizer = _load_part(CLIPTokenizer, source, folder, "tokenizer", kwargs)
+        text_encoder = _load_part(CLIPTextModel, source, folder, "text_encoder", kwargs | {"dtype": dtype})
+        weights = kwargs | {"dtype": dtype, "variant": variant}
+        vae = _load_part(AutoencoderKL, source, folder, "vae", weights)
+        unet = _load_part(UNet2DConditionModel, source, folder, "unet", weights)
+        scheduler = _load_part(DDIMScheduler, source, folder, "scheduler", kwargs)
+    except CorruptModelFileError:
+        raise
     except (OSError, ValueError) as err:
         if is_local:
             raise
         raise _not_available(source, err) from err
-    parts = SDComponents(tokenizer, text_encoder, vae, unet, scheduler)
+    identity = model_identity(source, revision, variant)
+    parts = SDComponents(tokenizer, text_encoder, vae, unet, scheduler, identity)
     if torch.device(device) != unet.device:
         parts.to(device=device)
     for module in parts.modules.values():
