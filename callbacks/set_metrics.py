@@ -100,7 +100,7 @@ def summary_figures(result: dict) -> dict[str, float]:
     flat = {}
     oracle = result.get("oracle", {})
     for key in ("faithfulness", "diversity", "frechet_distance"):
-        if key in oracle:
+        if oracle.get(key) is not None:  # diversity is undefined for sets of one image per class
             flat[f"set/{key}"] = oracle[key]
     for key in ("clip_score", "lpips_diversity"):
         if key in result:

@@ -18,7 +18,7 @@ from pathlib import Path
 from .manifest import MANIFEST_NAME, ManifestError, manifest_lines, parse_manifest_line
 
 MAX_LISTED = 20  # faulty lines named in one error; the rest are counted
-MAX_VALUE_CHARS = 80  # a value is shown cut to this: a hostile line may hold megabytes
+MAX_VALUE_CHARS = 300  # a value is shown cut to this: a hostile line may hold megabytes
 
 
 @dataclass(frozen=True)

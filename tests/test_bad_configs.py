@@ -11,6 +11,7 @@ import expand
 from datamodules.labeled import LabeledImageDataModule
 from diffexpand.concepts.io import ConceptMismatchError
 from diffexpand.data.fashion_mnist import DatasetNotFoundError
+from diffexpand.data.images import BadImageError
 from diffexpand.data.subsets import few_shot_indices
 from diffexpand.methods import create_method
 
@@ -46,7 +47,7 @@ def test_missing_root_and_empty_class_folder_say_what_is_expected(tmp_path):
     for name in ("full", "empty"):
         (tmp_path / name).mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "full" / "a.png")
-    with pytest.raises(DatasetNotFoundError, match="no valid file for the classes empty"):
+    with pytest.raises(BadImageError, match="empty/: class folder holds no image file"):
         LabeledImageDataModule(dataset="imagefolder", root=str(tmp_path)).setup("fit")
 
 

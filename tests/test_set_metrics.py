@@ -1,6 +1,8 @@
 """Synthetic-set metrics on tiny injected models: CLIP score, LPIPS diversity, FID/KID; clear errors
 where pretrained weights are missing (offline)."""
 
+import json
+
 import pytest
 import torch
 
@@ -151,3 +153,21 @@ def test_metric_weights_are_checked_before_generation(tmp_path):
     assert any(m.startswith("CLIP score left out") and "no-clip" in m for m in messages)
     assert any(m.startswith("LPIPS diversity left out") for m in messages)
     assert callback._clip is None and callback._lpips is None
+
+
+def test_a_set_of_one_image_per_class_has_no_diversity_and_stays_valid_json():
+    """Diversity is undefined for one image per class: None (no NaN in set_metrics.json, no warning)."""
+    import warnings
+
+    from callbacks.set_metrics import summary_figures
+    from diffexpand.evaluation.synthetic_quality import synthetic_quality
+    from diffexpand.oracle_cnn import OracleCNN
+    from diffexpand.paths import DEFAULT_ORACLE
+
+    images = torch.rand(3, 3, 32, 32) * 2 - 1  # as load_synthetic gives them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" was one
+        result = synthetic_quality(OracleCNN.load(DEFAULT_ORACLE), images, torch.tensor([0, 1, 2]))
+    assert result["diversity"] is None and all(v["diversity"] is None for v in result["per_class"].values())
+    json.loads(json.dumps(result), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert "set/diversity" not in summary_figures({"oracle": result})

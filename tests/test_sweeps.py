@@ -172,7 +172,7 @@ def test_a_local_sweep_ends_with_a_summary_run_of_curves(tmp_path, monkeypatch):
         )
         seen_types.add((type(groups), type(stage)))
         return {
-            "test/acc": 0.5 + 0.01 * groups + (0.1 if stage == "semantic" else 0.0),
+            "validation/acc": 0.5 + 0.01 * groups + (0.1 if stage == "semantic" else 0.0),
             "set/faithfulness": 0.8,
         }
 
@@ -181,15 +181,14 @@ def test_a_local_sweep_ends_with_a_summary_run_of_curves(tmp_path, monkeypatch):
     rows = run_sweep(path, 20, tmp_path, [])
     assert len(rows) == 12 and seen_types == {(int, str)}  # the grid, exhausted; values typed
     best = rows[0]
-    assert best["expand.model.init_args.method.init_args.groups"] == 5 and best["test/acc"] == pytest.approx(
-        0.65
-    )
+    assert best["expand.model.init_args.method.init_args.groups"] == 5
+    assert best["validation/acc"] == pytest.approx(0.65)
 
     ((name, run),) = offline_runs(tmp_path / "wandb").items()
     assert run["name"] == "distdiff_groups_stage-summary"
     summary, run_dir = run["summary"], tmp_path / "wandb" / name
     curve = table(run_dir, summary, "sweep/groups")
-    assert curve["columns"] == ["groups", "test_acc", "guidance_steps"]
+    assert curve["columns"] == ["groups", "validation_acc", "guidance_steps"]
     assert len(curve["data"]) == 12 and all(type(row[0]) is int for row in curve["data"])
     semantic = [row for row in curve["data"] if row[2] == "semantic"]
     assert [row[0] for row in semantic] == [1, 2, 3, 5]  # one line per stage, in K order

@@ -58,12 +58,19 @@ def oracle_outputs(oracle, images: torch.Tensor, batch_size: int = 256) -> tuple
     return torch.cat(logits), torch.cat(feats)
 
 
-def mean_pairwise_distance(features: torch.Tensor) -> float:
+def mean_pairwise_distance(features: torch.Tensor) -> float | None:
+    """Mean distance between distinct images; None for fewer than two (undefined, and NaN is not JSON)."""
     n = len(features)
     if n < 2:
-        return float("nan")
+        return None
     d = torch.cdist(features.double(), features.double())
     return float(d.sum() / (n * (n - 1)))
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    """The mean of the values that exist; None when none does (every class has a single image)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -98,7 +105,7 @@ def synthetic_quality(
     }
     result = {
         "faithfulness": float(correct.mean()),
-        "diversity": float(np.nanmean([v["diversity"] for v in per_class.values()])),
+        "diversity": _mean_defined([v["diversity"] for v in per_class.values()]),
         "images": len(labels),
         "per_class": per_class,
     }
