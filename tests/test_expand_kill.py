@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from forked_cli import ForkedCLI, alive
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,27 +105,27 @@ def test_twenty_random_sigkills_lose_nothing(tiny_sd_dir, tiny_concepts, tmp_pat
     full_run = time.time() - started
     rng = np.random.default_rng(20261123)
     kills, progress = 0, []
-    while kills < 20:
-        assert len(progress) < 40, f"could not place 20 kills: {progress}"
-        before = _lines(killed)
-        proc = subprocess.Popen(_command(tiny_sd_dir, tiny_concepts, killed, cache, per_class=10), cwd=REPO,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        if rng.random() < 0.25:
-            # During start-up: a random time, but no later than the run's first record, so that a fast
-            # machine (warm cache, quick imports) cannot turn a start-up kill into most of a run.
-            deadline = time.time() + rng.uniform(0.2, 0.6) * full_run
-            while time.time() < deadline and _lines(killed) == before and proc.poll() is None:
-                time.sleep(0.005)
-        else:
-            target, deadline = before + 2 * int(rng.integers(1, 3)), time.time() + 10 * full_run
-            while _lines(killed) < target and time.time() < deadline and proc.poll() is None:
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.02))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        progress.append(_check_consistent(killed))
+    command = _command(tiny_sd_dir, tiny_concepts, killed, cache, per_class=10)[1:]  # without the interpreter
+    with ForkedCLI(env) as cli:  # each run its own process, without re-importing torch & co. each time
+        while kills < 20:
+            assert len(progress) < 40, f"could not place 20 kills: {progress}"
+            before = _lines(killed)
+            pid = cli.start(command)
+            if rng.random() < 0.25:
+                # During start-up (model loading, cache building): a random time, but no later than the
+                # run's first record, so that a fast machine cannot turn a start-up kill into most of a run.
+                deadline = time.time() + rng.uniform(0.1, 0.5) * full_run
+                while time.time() < deadline and _lines(killed) == before and alive(pid):
+                    time.sleep(0.005)
+            else:
+                target, deadline = before + 2 * int(rng.integers(1, 3)), time.time() + 10 * full_run
+                while _lines(killed) < target and time.time() < deadline and alive(pid):
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, 0.02))
+            if alive(pid):
+                kills += 1
+            cli.kill_and_wait(pid)
+            progress.append(_check_consistent(killed))
     assert progress == sorted(progress), "a kill lost images that were already recorded"
     assert sum(p < 100 for p in progress) >= 15, f"too few kills interrupted the work: {progress}"
 
