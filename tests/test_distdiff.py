@@ -378,14 +378,14 @@ def test_the_official_settings_guide_at_381_and_361_on_the_committed_prior(tmp_p
         "predict", "--config", "configs/expand/distdiff.yaml", f"--output_dir={out}",
         "--trainer.accelerator=cpu", "--model.init_args.method.num_inference_steps=50",
         "--model.init_args.method.strength=0.5", "--model.init_args.method.guidance_steps=20",
-        "--model.init_args.method.rollout_steps=2", "--data.init_args.real.shots=2",
+        "--model.init_args.method.rollout_steps=2", "--data.init_args.real.shots=1",
         "--data.init_args.expansion_ratio=2",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip
     records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    assert len(records) == 40 and all(r["guidance_timesteps"] == [381, 361] for r in records)
+    assert len(records) == 20 and all(r["guidance_timesteps"] == [381, 361] for r in records)
     sources = Counter(r["source_ids"][0] for r in records)
-    assert len(sources) == 20 and set(sources.values()) == {2}  # every real image expanded twice
+    assert len(sources) == 10 and set(sources.values()) == {2}  # every real image expanded twice
 
 
 def test_groups_zero_guides_with_the_class_prototype_only(tiny_sd_dir, tmp_path):
