@@ -26,7 +26,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback, ProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from diffexpand.methods.inputs import progress_switched_off
+from diffexpand.progress import progress_switched_off
 
 # Lightning's formats with tqdm's rate_fmt, which turns into "s/<unit>" below one unit per second.
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"

@@ -17,7 +17,8 @@ import train
 from callbacks.progress import BAR_FORMAT, STEP_FORMAT, RunProgressBar, with_progress_bar
 from diffexpand.methods import inputs
 from diffexpand.methods.common import PlanContext
-from diffexpand.methods.inputs import NO_PROGRESS, progress_bar, progress_wanted
+from diffexpand.methods.inputs import progress_bar
+from diffexpand.progress import NO_PROGRESS, progress_wanted
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -47,11 +47,9 @@ def evaluate(folder: str | Path, n: int | None = None) -> dict:
     try:
         model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
     except Exception as err:
-        from diffexpand.models.identity import corrupt_file_error, unreadable_file
+        from diffexpand.models.identity import raise_if_damaged
 
-        bad = unreadable_file(folder) if Path(folder).is_dir() else None
-        if bad is not None:  # transformers' message often lacks the file
-            raise corrupt_file_error(*bad) from err
+        raise_if_damaged(folder, err)
         raise
     images, labels = load_test_images(n)
     prompts = [EVAL_TEMPLATE.format(name) for name in CLASS_NAMES]

@@ -11,14 +11,14 @@ empty class folder) together, so fixing one does not merely reveal the next.
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from diffexpand.progress import progress_wanted
 
 from .images import BadImageError, check_bad_image_choice, load_rgb, reason_of
 
@@ -51,8 +51,7 @@ def file_problem(path: str | Path) -> str | None:
 
 
 def _show_progress(total: int) -> bool:
-    quiet = os.environ.get("DIFFEXPAND_NO_PROGRESS", "").strip() not in ("", "0")
-    return total >= 2000 and sys.stderr.isatty() and not quiet
+    return total >= 2000 and progress_wanted()  # a small folder is checked in a blink
 
 
 def usable_indices(data, on_bad_image: str = "error", setting: str = "on_bad_image") -> np.ndarray:

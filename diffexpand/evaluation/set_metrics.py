@@ -56,24 +56,15 @@ def load_clip(path: str) -> tuple[torch.nn.Module, object]:
     try:
         return _ClipFeatures(CLIPModel.from_pretrained(path).eval()), CLIPProcessor.from_pretrained(path)
     except Exception as err:
-        _raise_for_a_damaged_file(path, err)
+        from diffexpand.models.identity import raise_if_damaged
+
+        raise_if_damaged(path, err)  # a damaged file is an error to fix, not weights that are absent
         if not isinstance(err, OSError):
             raise
         raise MetricWeightsNotAvailable(
             f"CLIP score needs a CLIP model; {path!r} could not be loaded ({err}). Download e.g. "
             "openai/clip-vit-large-patch14 where there is network and pass its local folder."
         ) from err
-
-
-def _raise_for_a_damaged_file(path: str, err: Exception) -> None:
-    """A damaged file of a local model folder is named (transformers' message often lacks the path):
-    an error to fix, not weights that are absent."""
-    if Path(path).is_dir():
-        from diffexpand.models.identity import corrupt_file_error, unreadable_file
-
-        bad = unreadable_file(path)
-        if bad is not None:
-            raise corrupt_file_error(*bad) from err
 
 
 @torch.no_grad()

@@ -50,11 +50,9 @@ class TransformersClipFeatures(FeatureExtractor):
             processor = CLIPImageProcessor.from_pretrained(path)
             model = CLIPVisionModelWithProjection.from_pretrained(path)
         except Exception as err:
-            from diffexpand.models.identity import corrupt_file_error, unreadable_file
+            from diffexpand.models.identity import raise_if_damaged
 
-            bad = unreadable_file(path) if Path(path).is_dir() else None
-            if bad is not None:  # transformers' message often lacks the file
-                raise corrupt_file_error(*bad) from err
+            raise_if_damaged(path, err)
             if not isinstance(err, OSError):
                 raise
             raise ModelNotAvailableError(

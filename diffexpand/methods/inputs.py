@@ -10,7 +10,6 @@ record with `method.inputs_for(record, prepared)`.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -22,30 +21,13 @@ from tqdm import tqdm
 
 from diffexpand.cache import Check, Shape, cache_key, cached_json, cached_tensors
 from diffexpand.finite import recompute_non_finite, refuse_non_finite
+from diffexpand.progress import progress_wanted
 
 from .common import PlanContext
 
 log = logging.getLogger(__name__)
 
 AUTOCAST_OFF = "autocast off"  # the fallback for a cache row that came out non-finite
-NO_PROGRESS = "DIFFEXPAND_NO_PROGRESS"  # set to anything but "" or "0": no progress bars
-
-
-def progress_switched_off() -> bool:
-    """DIFFEXPAND_NO_PROGRESS is set to anything but "" or "0" (every bar of the project obeys it)."""
-    return os.environ.get(NO_PROGRESS, "").strip() not in ("", "0")
-
-
-def progress_wanted(stream=None) -> bool:
-    """Whether input builders draw progress bars: only onto a terminal (`stream`, default stderr), and
-    not when DIFFEXPAND_NO_PROGRESS is set (tqdm's own TQDM_DISABLE=1 works too). No rank rule: the
-    builders run inside a cache entry's file lock, so exactly one process (DDP rank or sweep run)
-    builds each entry while the others wait, and a rank-0-only rule would hide the bar whenever another
-    rank wins the lock."""
-    if progress_switched_off():
-        return False
-    isatty = getattr(sys.stderr if stream is None else stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 def progress_bar(total: int, desc: str, unit: str) -> tqdm:

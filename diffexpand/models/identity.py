@@ -207,6 +207,17 @@ def unreadable_file(folder: str | Path) -> tuple[Path, str] | None:
     return None
 
 
+def raise_if_damaged(folder: str | Path | None, cause: BaseException) -> None:
+    """After a library failed to load the model in `folder` with `cause`: raise the error naming the
+    first file of the folder that cannot be read (the libraries' own messages often lack the path).
+    Returns when `folder` is no local folder (a hub id) or every file reads: the cause lies elsewhere."""
+    if folder is None or not Path(folder).is_dir():
+        return
+    bad = unreadable_file(folder)
+    if bad is not None:
+        raise corrupt_file_error(*bad) from cause
+
+
 def file_problem(path: Path) -> str | None:
     """Why `path` cannot be read, or None (also for kinds of files not checked)."""
     suffix = path.suffix

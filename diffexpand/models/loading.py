@@ -14,11 +14,10 @@ from diffexpand.paths import in_repo
 from .components import SDComponents
 from .identity import (
     CorruptModelFileError,
-    corrupt_file_error,
     how_to_replace,
     model_identity,
+    raise_if_damaged,
     snapshot_folder,
-    unreadable_file,
 )
 
 _SUBFOLDERS = ("tokenizer", "text_encoder", "vae", "unet", "scheduler")
@@ -61,9 +60,7 @@ def _load_part(cls, source: str, folder: Path | None, subfolder: str, kwargs: di
         return cls.from_pretrained(source, subfolder=subfolder, **kwargs)
     except Exception as err:
         root = folder or snapshot_folder(source, kwargs.get("revision"))
-        bad = unreadable_file(root / subfolder) if root is not None and (root / subfolder).is_dir() else None
-        if bad is not None:
-            raise corrupt_file_error(*bad) from err
+        raise_if_damaged(root / subfolder if root is not None else None, err)
         if folder is not None and isinstance(err, OSError | ValueError):  # e.g. a weights file missing
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise ModelNotAvailableError(
