@@ -25,14 +25,13 @@ from torchvision.transforms import v2
 
 from diffexpand.classification.mixing import MIXINGS, augmentation_seed, replacement, soft_target
 from diffexpand.classification.synthetic import SyntheticSet
-from diffexpand.data.folder_check import usable_indices
+from diffexpand.data.folder_check import readable_subset
 from diffexpand.data.images import checked_subset
 from diffexpand.data.readers import LabeledImages, read_dataset
 from diffexpand.data.subsets import (
     RESERVED_SEEDS,
     RESERVED_SHOTS,
     VALIDATION_PER_CLASS,
-    select_subset,
     validation_indices,
 )
 from diffexpand.typed_args import typed_kwargs
@@ -201,18 +200,11 @@ class ClassificationDataModule(L.LightningDataModule):
             a = self._subset_args()
             data = read_dataset(a["dataset"], a["root"], "train", **(a["reader_args"] or {}))
             # the whole folder first (broken files outside the subset, empty classes), then the draw
-            usable = usable_indices(data, a["on_bad_image"], "data.init_args.real.on_bad_image")
             self._train_data = data
-            self.indices = usable[
-                select_subset(
-                    data.labels[usable],
-                    a["subset"],
-                    a["shots"],
-                    a["imbalance_factor"],
-                    a["seed"],
-                    a["max_count"],
-                )
-            ]
+            subset = [a[k] for k in ("subset", "shots", "imbalance_factor", "seed", "max_count")]
+            self.indices = readable_subset(
+                data, *subset, a["on_bad_image"], "data.init_args.real.on_bad_image"
+            )
             # every real training image is checked once, before training starts (not kept: "all" subsets)
             self.indices, _ = checked_subset(
                 self._train_data,

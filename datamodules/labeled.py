@@ -8,10 +8,10 @@ import lightning as L
 import numpy as np
 from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
-from diffexpand.data.folder_check import usable_indices
+from diffexpand.data.folder_check import readable_subset
 from diffexpand.data.images import check_bad_image_choice, checked_subset, image_to_tensor
 from diffexpand.data.readers import LabeledImages, read_dataset
-from diffexpand.data.subsets import select_subset, step_batch_indices
+from diffexpand.data.subsets import step_batch_indices
 
 
 class SubsetImages(Dataset):
@@ -109,11 +109,17 @@ class LabeledImageDataModule(L.LightningDataModule):
             data = read_dataset(hp.dataset, hp.root, "train", **(hp.reader_args or {}))
             # the whole folder is checked before the draw: a broken file outside the subset, or an empty
             # class, is reported now, with everything else that is wrong
-            usable = usable_indices(data, hp.on_bad_image, "on_bad_image")
-            picked = select_subset(
-                data.labels[usable], hp.subset, hp.shots, hp.imbalance_factor, hp.seed, hp.max_count
+            self.indices = readable_subset(
+                data,
+                hp.subset,
+                hp.shots,
+                hp.imbalance_factor,
+                hp.seed,
+                hp.max_count,
+                hp.on_bad_image,
+                "on_bad_image",
             )
-            self.train_data, self.indices = data, usable[picked]
+            self.train_data = data
         return self.train_data
 
     @property

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from diffexpand.progress import progress_wanted
 
 from .images import BadImageError, check_bad_image_choice, load_rgb, reason_of
+from .subsets import select_subset
 
 JPEG_END = b"\xff\xd9"
 JPEG_TAIL_BYTES = 1024  # some writers pad after the end marker; look for it in the last KiB
@@ -84,3 +85,12 @@ def usable_indices(data, on_bad_image: str = "error", setting: str = "on_bad_ima
         listing = "\n".join(f"  {name}: {reason}" for name, reason in bad)
         warnings.warn(f"left out {len(bad)} image(s) that cannot be read:\n{listing}", stacklevel=2)
     return np.flatnonzero(ok)
+
+
+def readable_subset(
+    data, subset, shots, imbalance_factor, seed, max_count, on_bad_image, setting
+) -> np.ndarray:
+    """The experiment's subset of `data` (`subsets.select_subset`), drawn after the whole folder passed
+    `usable_indices`: from the readable files only, as indices into `data`."""
+    usable = usable_indices(data, on_bad_image, setting)
+    return usable[select_subset(data.labels[usable], subset, shots, imbalance_factor, seed, max_count)]
