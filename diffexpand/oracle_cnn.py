@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -91,9 +91,6 @@ def _read_config(path: Path) -> dict:
 
 
 def _read_weights(path: Path, device) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path, device=str(device))
-    except Exception as err:  # safetensors raises its own error type, without the path
-        from diffexpand.models.identity import corrupt_file_error, file_problem
+    from diffexpand.models.identity import load_safetensors
 
-        raise corrupt_file_error(path, file_problem(path) or f"{type(err).__name__}: {err}") from err
+    return load_safetensors(path, str(device))

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from diffexpand.manifest import atomic_write_bytes
 from diffexpand.models.identity import (
     FINGERPRINT_SCHEME,
     ModelIdentity,
-    corrupt_file_error,
-    file_problem,
     how_to_replace,
+    load_safetensors,
     short,
 )
 from diffexpand.paths import DEFAULT_PRIOR, REPO_ROOT, portable
@@ -253,12 +252,8 @@ def apply_concepts(parts, folder, class_names: list[str] | None = None, lora: bo
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file of the concept folder; a damaged one is named."""
-    try:
-        return load_file(path)
-    except Exception as err:  # safetensors raises its own error type, without the path
-        problem = file_problem(path) or f"{type(err).__name__}: {err}"
-        raise corrupt_file_error(path, problem, concept_remedy(path)) from err
+    """A safetensors file of the concept folder; a damaged one is named, with what to do."""
+    return load_safetensors(path, remedy=concept_remedy(path))
 
 
 def _embedding_rows(concepts: ConceptSet, class_index: int, width: int) -> torch.Tensor:

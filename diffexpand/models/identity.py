@@ -207,6 +207,18 @@ def unreadable_file(folder: str | Path) -> tuple[Path, str] | None:
     return None
 
 
+def load_safetensors(path: str | Path, device: str = "cpu", remedy: str | None = None) -> dict:
+    """The tensors of a safetensors file; a damaged one stops with `CorruptModelFileError` naming it
+    (safetensors raises its own error type, without the path) and `remedy` (default: `how_to_replace`)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device=device)
+    except Exception as err:
+        problem = file_problem(Path(path)) or f"{type(err).__name__}: {err}"
+        raise corrupt_file_error(path, problem, remedy) from err
+
+
 def raise_if_damaged(folder: str | Path | None, cause: BaseException) -> None:
     """After a library failed to load the model in `folder` with `cause`: raise the error naming the
     first file of the folder that cannot be read (the libraries' own messages often lack the path).
