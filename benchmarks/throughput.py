@@ -11,7 +11,7 @@ on a GPU; bf16 autocast and, for small latents, eager attention on a CPU with bf
   setup      model loading and the caches (VAE latents, real features) apart from inversion
   inversion  Diff-II's DDIM inversion pool (built once, in setup)
   denoising  UNet calls in the predict loop (MFU is computed over these)
-  guidance   DistDiff's energy guidance: rollouts, decode, features and the backward pass
+  guidance   energy guidance (DistDiff, Diff-II + DistDiff): rollouts, decode, features, backward pass
   decode     VAE decoding;  write: PNG encoding + atomic writes + manifest
   outside    the rest of the loop (noise, slerp, text encoder, features outside guidance, Python)
 The same run then times a naive loop over a few of the method's images, the way the official
@@ -26,8 +26,9 @@ is the most GPU memory allocated in the loop (DistDiff guidance is the largest).
 `--architecture sd15` builds Stable Diffusion 1.5's architecture (diffexpand.models.tiny.SD15_ARCHITECTURE)
 with random weights (speed does not depend on weight values; nothing is downloaded), a concept folder
 with random tokens and a rank-16 LoRA of the same shapes as learned ones, and reads the real images from
-`--real-root` (an imagefolder: ROOT/<class>/*.png) resized to 512 px. DistDiff's extractor there is
-ResNet-50 (random weights, as in the official code's backbone) and its clustering agglomerative.
+`--real-root` (an imagefolder: ROOT/<class>/*.png) resized to 512 px. DistDiff's extractor there (and
+Diff-II + DistDiff's) is ResNet-50 (random weights, as in the official code's backbone) and its clustering
+agglomerative.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ METHODS = [
     "diffmix",
     "diffii",
     "distdiff",
+    "diffii_distdiff",
 ]
 DEFAULT_CONCEPTS = "assets/concepts/fashion_mnist-5shot-seed0"
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
@@ -148,7 +150,7 @@ class StageTimer(Callback):
         for name, module in stages.items():
             self._hook(name, module)
         guidance = getattr(pl_module.method, "energy_guidance", None)
-        if guidance is not None:  # DistDiff: rollouts, decode, features and their backward pass
+        if guidance is not None:  # PrototypeGuidance: rollouts, decode, features and their backward pass
             self._wrap(guidance, "apply", "guidance", flag_guidance=True)
         for callback in trainer.callbacks:
             if isinstance(callback, SyntheticImageWriter):
@@ -351,12 +353,12 @@ def prepare_sd15(args, work: Path, device: torch.device) -> dict:
         ],
         "concepts": str(concepts),
         "num_classes": len(real.class_names),
-        "method_args": {"distdiff": distdiff_args},
+        "method_args": {"distdiff": distdiff_args, "diffii_distdiff": distdiff_args},
     }
 
 
 HEADER = (
-    f"{'method':<14}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'steady':>8}{'naive':>7}"
+    f"{'method':<16}{'images':>7}{'img/s':>8}{'naive':>7}{'ratio':>7}{'steady':>8}{'naive':>7}"
     f"{'ratio':>7}{'setup s':>8}{'invert s':>9}"
     f"{'denoise%':>9}{'guide%':>7}{'decode%':>8}{'write%':>7}{'outside%':>9}{'MFU%':>6}"
     f"{'peak GiB':>9}"
@@ -373,7 +375,7 @@ def format_row(row: dict) -> str:
         return row.get(key) or float("nan")
 
     return (
-        f"{row['method']:<14}{row['images']:>7}{row['images_per_s']:>8.2f}"
+        f"{row['method']:<16}{row['images']:>7}{row['images_per_s']:>8.2f}"
         f"{num('naive_images_per_s'):>7.2f}{num('ratio'):>7.1f}{num('steady_images_per_s'):>8.2f}"
         f"{num('naive_steady_images_per_s'):>7.2f}{num('steady_ratio'):>7.1f}"
         f"{row['setup_s']:>8.1f}{s.get('inversion', 0.0):>9.1f}{pct('denoising'):>9.1f}"

@@ -1,7 +1,7 @@
 """The tiny benchmark: the Fashion-MNIST analogue of the Diff-II paper's Table 1, on the committed prior.
 
-    python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 5 rows
-    python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 9 rows
+    python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 6 rows
+    python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 10 rows
     python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
 
 For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml) and serve every
@@ -68,6 +68,8 @@ ROWS = {  # row label -> expansion method (None: real images only); mixing for t
     "Diff-Mix": ("diffmix", "replace"),
     "Diff-II": ("diffii", DIFF_II_MIXING),
     "DistDiff": ("distdiff", "concat"),  # DistDiff trains on the concatenation (its paper)
+    # a Diff-II set with guidance, mixed as Diff-II's: its paired difference to Diff-II is the guidance
+    "Diff-II+DistDiff": ("diffii_distdiff", DIFF_II_MIXING),
 }
 SYNTHETIC_ONLY = "synthetic_only"  # the classifier's mixing that trains on a set alone
 # The synthetic-only column costs one more classifier run per row and seed: full profile only, which
@@ -76,7 +78,7 @@ PROFILES = {
     "quick": {
         "shots": [5],
         "seeds": [0],
-        "rows": ["Original", CEILING, "txt2img", "Diff-II", "DistDiff"],
+        "rows": ["Original", CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"],
         "curve": False,
         "synthetic_only": False,
     },

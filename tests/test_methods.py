@@ -20,14 +20,14 @@ CTX = PlanContext(
 )
 
 
-def _records(method, n_per_class=2, labels=(0, 1)) -> list[Record]:
+def _records(method, n_per_class=2, labels=(0, 1), ctx=CTX) -> list[Record]:
     records = []
     for label in labels:
         for k in range(n_per_class):
             sid = f"c{label}_{k}"
             seed = sample_seed(0, sid)
-            choices = method.plan(CTX, label, sample_rng(seed), index=k)
-            records.append(Record(sid, label, CTX.class_names[label], seed, method.name, choices))
+            choices = method.plan(ctx, label, sample_rng(seed), index=k)
+            records.append(Record(sid, label, ctx.class_names[label], seed, method.name, choices))
     return records
 
 

@@ -11,6 +11,8 @@ import pytest
 from benchmarks import tiny_benchmark
 from benchmarks.tiny_benchmark import CEILING, PROFILES, mean_std, write_report
 
+QUICK_ROWS = ["Original", CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]
+
 
 def _set(f, d, s):
     return {"faithfulness": f, "diversity": d, "images_per_s": s, "folder": "x"}
@@ -30,6 +32,7 @@ def _results(synthetic_only: bool) -> dict:
         ("Diff-II", 5): row([0.64, 0.63, 0.65], [_set(0.9, 0.4, 8.0)] * 3, [0.50, 0.52, 0.54]),
         ("txt2img", 5): row([0.50, 0.52, 0.51], [_set(0.2, 0.6, 9.0), _set(0.4, 0.8, 11.0)] * 2),
         ("DistDiff", 5): row([0.61, 0.65, 0.63], [_set(0.7, 0.6, 5.0)] * 3, [0.40, 0.40, 0.40]),
+        ("Diff-II+DistDiff", 5): row([0.65, 0.64, 0.66], [_set(0.9, 0.45, 4.0)] * 3, [0.52, 0.53, 0.54]),
     }
 
 
@@ -55,7 +58,7 @@ def test_report_has_ceiling_row_paired_gains_wins_share_and_synthetic_only(tmp_p
     assert "**Split: test**" in text and "wall time 2.0 min" in text and "(quick profile" not in text
 
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert [r["method"] for r in rows] == ["Original", CEILING, "txt2img", "Diff-II", "DistDiff"]
+    assert [r["method"] for r in rows] == QUICK_ROWS
     diffii = rows[3]
     assert float(diffii["gain"]) == pytest.approx(0.02) and float(diffii["gain_std"]) == pytest.approx(
         0.02646, 1e-3
@@ -66,7 +69,7 @@ def test_report_has_ceiling_row_paired_gains_wins_share_and_synthetic_only(tmp_p
     for kept in ("faithfulness", "diversity", "images_per_s", "acc_mean", "acc_std"):
         assert kept in diffii  # the existing columns stay
     per_seed = list(csv.DictReader((tmp_path / "results_per_seed.csv").open()))
-    assert len(per_seed) == 15
+    assert len(per_seed) == 18
     seed1 = next(r for r in per_seed if r["method"] == "Diff-II" and r["seed"] == "1")
     assert float(seed1["gain"]) == pytest.approx(-0.01) and float(seed1["synthetic_only_acc"]) == 0.52
     assert (tmp_path / "split_ratio.png").stat().st_size > 0 and "split_ratio.png" in text
@@ -120,7 +123,8 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     """The orchestration, with the expensive stages replaced: which classifier runs the quick profile
     asks for, on which split, with which set and mixing."""
     calls = []
-    accuracy = {"Original": 0.60, CEILING: 0.68, "txt2img": 0.50, "Diff-II": 0.64, "DistDiff": 0.62}
+    accuracy = {"Original": 0.60, CEILING: 0.68, "txt2img": 0.50, "Diff-II": 0.64, "DistDiff": 0.62,
+                "Diff-II+DistDiff": 0.65}  # fmt: skip
 
     def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test"):
         calls.append((row, synthetic, mixing, split))
@@ -137,15 +141,11 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
     tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--split", "validation"])
     assert {split for *_, split in calls} == {"validation"}
-    assert [c[0] for c in calls] == [
-        "Original",
-        CEILING,
-        "txt2img",
-        "Diff-II",
-        "DistDiff",
-    ]  # no set-only runs
+    assert [c[0] for c in calls] == QUICK_ROWS  # no set-only runs
     mixing = {row: (synthetic, mix) for row, synthetic, mix, _ in calls}
     assert mixing[CEILING] == ("sets/real", mixing["Diff-II"][1]) and mixing["Original"][0] is None
+    # the combination's set is mixed as Diff-II's: the paired difference between the two is the guidance
+    assert mixing["Diff-II+DistDiff"] == ("sets/diffii_distdiff", mixing["Diff-II"][1])
     text = (tmp_path / "report-validation.md").read_text()
     assert (
         "| Real ×5 | 68.00 | +8.00 | 1/1 | 100% |" in text
@@ -155,5 +155,5 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     calls.clear()
     tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--synthetic-only"])
     alone = [row for row, _, mix, _ in calls if mix == "synthetic_only"]
-    assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff"]  # every row with a set, never Original
+    assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]  # never Original
     assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()

@@ -1,8 +1,9 @@
 # Importing the method files registers them by name.
-from . import diffii, distdiff, mix, real_filter, sdedit_family, txt2img  # noqa: F401
+from . import diffii, diffii_distdiff, distdiff, mix, real_filter, sdedit_family, txt2img  # noqa: F401
 from .base import ExpansionMethod
 from .common import PlanContext, sample_rng
 from .diffii import DiffII
+from .diffii_distdiff import DiffIIDistDiff
 from .distdiff import DistDiff
 from .inputs import RealImages, Workspace
 from .mix import DiffMix, RealMix
@@ -16,6 +17,7 @@ __all__ = [
     "DAFusion",
     "DiffAug",
     "DiffII",
+    "DiffIIDistDiff",
     "DiffMix",
     "DistDiff",
     "RealFilter",

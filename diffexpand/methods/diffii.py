@@ -2,7 +2,8 @@
 
 1. Invert every real image of a class with DDIM, conditioned on its learned concept prompt (the pool).
 2. For each synthetic image pick two inversions I_a, I_b of one class and move along their great circle:
-   Z = sin((1+λ)α)/sin α · I_a − sin(λα)/sin α · I_b with λ ~ U[0, 2π/α].
+   Z = sin((1+λ)α)/sin α · I_a − sin(λα)/sin α · I_b with λ ~ U[0, 2π/α] (`lambda_range` can narrow
+   it to the arc between them, or the rest of the circle).
 3. Denoise Z: the steps with t >= T·(1 − split_ratio) (the noisier part; the official code's criterion)
    with "prompt + suffix", the rest with the plain prompt — suffixes add diversity, the plain finish
    keeps faithfulness.
@@ -105,6 +106,39 @@ def suffix_step_count(split_ratio: float, timesteps: torch.Tensor, num_train_tim
 # divide by sin α, and λ ~ U[0, 2π/α] would walk millions of turns around a circle that is not there.
 DEGENERATE_ANGLE = 1e-3
 
+# Named parts of the great circle through I_a (λ = 0) and I_b (λ = −1), for `lambda_range`.
+LAMBDA_RANGES = ("full", "interpolation", "extrapolation")
+
+
+def check_lambda_range(span) -> str | list[float]:
+    """`span` as DiffII uses it: a name of LAMBDA_RANGES, or [lo, hi] fractions of the circle."""
+    if isinstance(span, str):
+        if span in LAMBDA_RANGES:
+            return span
+    elif isinstance(span, list | tuple) and len(span) == 2:
+        lo, hi = (float(v) for v in span)
+        if math.isfinite(lo) and math.isfinite(hi) and lo <= hi:
+            return [lo, hi]
+    raise ValueError(
+        f"lambda_range must be one of {LAMBDA_RANGES} or [lo, hi], fractions of the circle with lo <= hi "
+        f"(Diff-II's full cycle: [0, 1]), got {span!r}"
+    )
+
+
+def lambda_in_range(span: str | list[float], fraction: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """λ per pair from its planned uniform fraction u ∈ [0, 1) and the pair's angle α: u spread over
+    `span`. "full" is Diff-II's λ ~ U[0, 2π/α]: a whole turn from I_a, of which the share α/2π lies
+    between the two inversions; "interpolation" that arc, λ ~ U(−1, 0]; "extrapolation" the rest of the
+    turn, λ ~ U[0, 2π/α − 1); [lo, hi] the fractions lo to hi of the whole turn."""
+    if span == "full":
+        return lambda_from_fraction(fraction, alpha)
+    if span == "interpolation":
+        return -fraction.double()
+    if span == "extrapolation":
+        return fraction.double() * (2 * math.pi / alpha.double() - 1)
+    lo, hi = span
+    return lambda_from_fraction(lo + fraction.double() * (hi - lo), alpha)
+
 
 @register_method("diffii")
 @dataclass
@@ -126,6 +160,10 @@ class DiffII(ExpansionMethod):
             or "openai:<model>" (URL and key from the environment).
         num_suffixes: how many suffixes to generate.
         negative_prompt: the unconditional prompt of classifier-free guidance.
+        lambda_range: where on the circle through the two inversions λ is drawn: "full" (the paper's
+            λ ~ U[0, 2π/α], the whole turn: three quarters extrapolation when α ≈ π/2),
+            "interpolation" (the arc between them), "extrapolation" (the rest of the turn), or
+            [lo, hi]: fractions of the whole turn.
     """
 
     num_inference_steps: int = 25
@@ -140,11 +178,13 @@ class DiffII(ExpansionMethod):
     suffix_llm: str | None = None
     num_suffixes: int = 10
     negative_prompt: str = ""
+    lambda_range: list[float] | str = "full"
 
     uses_concepts = True
 
     def __post_init__(self):
         check_split_ratio(self.split_ratio)
+        self.lambda_range = check_lambda_range(self.lambda_range)
         if bool(self.suffix_captioner) != bool(self.suffix_llm):
             raise ValueError("generated suffixes need both suffix_captioner and suffix_llm")
         static = resolve_suffixes(self.suffixes, self.suffix_file, self.suffix_preset)
@@ -198,7 +238,7 @@ class DiffII(ExpansionMethod):
         return {
             "source_ids": sources,
             "pair": pair,
-            "lambda_fraction": float(rng.random()),  # λ = fraction · 2π/α, α known once inverted
+            "lambda_fraction": float(rng.random()),  # λ from it and α (lambda_in_range), once inverted
             "suffix": suffix,
             "prompt": prompt,
             "prompt_with_suffix": f"{prompt} {suffix}".strip(),
@@ -237,27 +277,43 @@ class DiffII(ExpansionMethod):
                 stacklevel=3,
             )
 
-    @torch.no_grad()
-    def generate(self, parts, batch: Batch) -> Generated:
+    def slerp_start(self, parts, batch: Batch) -> tuple[torch.Tensor, list[dict]]:
+        """Z per record on the great circle through its two inversions, at its λ, with (α, λ) and the
+        pair when it fell back to a Gaussian partner."""
         inv_a = batch.stack("inversion_a").to(parts.unet.device, parts.unet.dtype)
         inv_b, pairs = self.partner_latents(parts, batch, inv_a)
         alpha = angle_between(inv_a, inv_b)
         fractions = torch.tensor(batch.values("lambda_fraction"), dtype=torch.float64)
-        lam = lambda_from_fraction(fractions, alpha.cpu())
+        lam = lambda_in_range(self.lambda_range, fractions, alpha.cpu())
         z = spherical_inter_extrapolate(inv_a, inv_b, lam.to(inv_a.device))
         planned = batch.values("pair")
         extras = [
             {"alpha": a, "lambda": w} | ({"pair": p} if p != was else {})
             for a, w, p, was in zip(alpha.tolist(), lam.tolist(), pairs, planned, strict=True)
         ]
+        return z, extras
 
+    def two_stage_model_fn(self, parts, batch: Batch, schedule: Schedule):
+        """The CFG model function that conditions on "prompt + suffix" while t >= T·(1 − s), then on
+        the plain prompt."""
         with_suffix, uncond = conditions(parts, batch.values("prompt_with_suffix"), self.negative_prompt)
         plain, _ = conditions(parts, batch.values("prompt"), self.negative_prompt)
-        schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
         first_plain = suffix_step_count(
             self.split_ratio, schedule.timesteps, parts.scheduler.config.num_train_timesteps
         )
-        model_fn = cfg_model_fn(
+        return cfg_model_fn(
             parts.unet, lambda i: with_suffix if i < first_plain else plain, uncond, self.guidance_scale
         )
-        return Generated(decode(parts, ddim_sample(model_fn, z, schedule)), extras)
+
+    def denoise(self, parts, model_fn, z: torch.Tensor, schedule: Schedule, batch: Batch):
+        """The whole schedule from Z; the clean latents and what was measured per record (nothing)."""
+        return ddim_sample(model_fn, z, schedule), [{} for _ in batch.records]
+
+    @torch.no_grad()
+    def generate(self, parts, batch: Batch) -> Generated:
+        z, extras = self.slerp_start(parts, batch)
+        schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
+        model_fn = self.two_stage_model_fn(parts, batch, schedule)
+        latents, measured = self.denoise(parts, model_fn, z, schedule, batch)
+        extras = [e | m for e, m in zip(extras, measured, strict=True)]
+        return Generated(decode(parts, latents), extras)
