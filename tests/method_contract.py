@@ -91,8 +91,8 @@ def same_records(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(same_up_to_float_noise(a[k], b[k]) for k in a)
 
 
-def check_method(name: str, config: Path, tmp_path: Path, tiny_sd_dir, concepts=None) -> None:
-    cache, fast = tmp_path / "cache", fast_settings(name)
+def check_method(name: str, config: Path, tmp_path: Path, tiny_sd_dir, concepts=None, extra=()) -> None:
+    cache, fast = tmp_path / "cache", [*fast_settings(name), *extra]
     uses = concepts if method_class(name).uses_concepts else None
 
     # the config runs, at batch 8

@@ -88,3 +88,19 @@ def class_members(ctx: PlanContext, label: int) -> list[str]:
     if not members:
         raise ValueError(f"class {ctx.class_names[label]!r} has no real image to start from")
     return members
+
+
+def document_inherited_settings(cls: type) -> type:
+    """Append to `cls`'s docstring, which must end with its own Args section, the Args its bases
+    document and it does not: `python expand.py methods NAME` reads a method's own docstring only."""
+    import docstring_parser
+
+    documented = {p.arg_name for p in docstring_parser.parse(cls.__doc__ or "").params}
+    lines = []
+    for base in cls.__mro__[1:]:
+        for param in docstring_parser.parse(base.__doc__ or "").params:
+            if param.arg_name not in documented:
+                documented.add(param.arg_name)
+                lines.append(f"        {param.arg_name}: {' '.join((param.description or '').split())}")
+    cls.__doc__ = "\n".join([(cls.__doc__ or "").rstrip(), *lines]) + "\n    "
+    return cls

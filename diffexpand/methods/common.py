@@ -10,7 +10,7 @@ import torch
 
 from diffexpand.models.text import encode_prompts
 from diffexpand.models.vae import decode_latents
-from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, ddim_sample, sdedit_start_index
+from diffexpand.sampling import add_noise, sample, sdedit_start_index
 from diffexpand.seeding import seeded_randn
 
 from .record import Record
@@ -79,11 +79,13 @@ def sdedit(
     strengths: list[float],
     steps: int,
     guidance: float,
-    negative_prompt: str = "",
+    negative_prompt: str,
+    denoising,
 ) -> torch.Tensor:
-    """SDEdit (Meng et al. 2022): noise each source latent to its strength's step, then DDIM-denoise
-    with its record's prompt. Samples are grouped by start step, so one batch may mix strengths."""
-    schedule = Schedule.from_scheduler(parts.scheduler, steps)
+    """SDEdit (Meng et al. 2022): noise each source latent to its strength's step, then denoise with
+    its record's prompt, by `denoising`'s solver and guidance interval (a `DenoisingSettings`). Samples
+    are grouped by start step, so one batch may mix strengths."""
+    schedule = denoising.schedule(parts, steps)
     starts = [sdedit_start_index(s, steps) for s in strengths]
     noise = initial_noise(parts, records, "sdedit")
     out = source_latents.clone()
@@ -94,7 +96,8 @@ def sdedit(
         sub = torch.tensor(idx, device=out.device)
         x = add_noise(source_latents[sub], noise[sub], schedule.alpha(start))
         cond, uncond = conditions(parts, [records[i]["prompt"] for i in idx], negative_prompt)
-        out[sub] = ddim_sample(cfg_model_fn(parts.unet, cond, uncond, guidance), x, schedule, start)
+        model_fn = denoising.guided_model_fn(parts, cond, uncond, guidance, schedule)
+        out[sub] = sample(model_fn, x, schedule, start)
     return out
 
 

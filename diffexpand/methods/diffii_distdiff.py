@@ -25,9 +25,10 @@ import torch
 
 from diffexpand.sampling import Schedule
 
+from .base import document_inherited_settings
 from .diffii import DiffII
 from .inputs import Workspace
-from .prototype_guidance import PrototypeGuidance, document_inherited_settings
+from .prototype_guidance import PrototypeGuidance
 from .record import Batch, Record
 from .registry import register_method
 

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 
 import torch
 
-from diffexpand.sampling import Schedule, add_noise, cfg_model_fn, sdedit_start_index
+from diffexpand.sampling import add_noise, sdedit_start_index
 
-from .base import ExpansionMethod, cycle_source
+from .base import ExpansionMethod, cycle_source, document_inherited_settings
 from .common import conditions, decode, initial_noise
+from .denoising import DenoisingSettings
 from .inputs import Workspace, real_latents
-from .prototype_guidance import PrototypeGuidance, document_inherited_settings
+from .prototype_guidance import PrototypeGuidance
 from .record import Batch, Generated, Record
 from .registry import register_method
 
@@ -43,7 +44,7 @@ from .registry import register_method
 @register_method("distdiff")
 @document_inherited_settings
 @dataclass
-class DistDiff(PrototypeGuidance, ExpansionMethod):
+class DistDiff(PrototypeGuidance, DenoisingSettings, ExpansionMethod):
     """DistDiff: img2img from a real image with energy guidance toward its class's feature prototypes.
 
     Args:
@@ -60,6 +61,7 @@ class DistDiff(PrototypeGuidance, ExpansionMethod):
     negative_prompt: str = ""
 
     def __post_init__(self):
+        self.check_denoising_settings()
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength must lie in (0, 1], got {self.strength}")
         self.start = sdedit_start_index(self.strength, self.num_inference_steps)
@@ -81,10 +83,10 @@ class DistDiff(PrototypeGuidance, ExpansionMethod):
 
     @torch.no_grad()
     def generate(self, parts, batch: Batch) -> Generated:
-        schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
+        schedule = self.schedule(parts, self.num_inference_steps)
         source = batch.stack("source_latent").to(parts.unet.device, parts.unet.dtype)
         x = add_noise(source, initial_noise(parts, batch.records, "sdedit"), schedule.alpha(self.start))
         cond, uncond = conditions(parts, batch.values("prompt"), self.negative_prompt)
-        model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
+        model_fn = self.guided_model_fn(parts, cond, uncond, self.guidance_scale, schedule)
         latents, extras = self.guided_sample(parts, model_fn, x, schedule, batch, self.start)
         return Generated(decode(parts, latents), extras)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import pick_source
+from .base import document_inherited_settings, pick_source
 from .registry import register_method
 from .sdedit_family import SDEditMethod
 
@@ -22,6 +22,7 @@ def mix_soft_label(num_classes: int, source: int, target: int, strength: float, 
     return y
 
 
+@document_inherited_settings
 @dataclass
 class MixMethod(SDEditMethod):
     """SDEdit of a real image of another class toward this class's prompt, with a soft label.
@@ -51,12 +52,14 @@ class MixMethod(SDEditMethod):
 
 
 @register_method("realmix")
+@document_inherited_settings
 @dataclass
 class RealMix(MixMethod):
     """Real-Mix: inter-class SDEdit with class-name prompts on the plain model."""
 
 
 @register_method("diffmix")
+@document_inherited_settings
 @dataclass
 class DiffMix(MixMethod):
     """Diff-Mix (Wang et al. 2024): inter-class SDEdit with learned tokens and the shared LoRA."""

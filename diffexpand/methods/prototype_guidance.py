@@ -27,7 +27,7 @@ from diffexpand.guidance.prototypes import (
     hierarchical_prototypes,
 )
 from diffexpand.models.vae import decode_latents
-from diffexpand.sampling import Schedule, ddim_sample
+from diffexpand.sampling import Schedule, sample
 from diffexpand.sampling.ddim import ddim_step, predict_x0_eps
 
 from .common import stream_seeds
@@ -222,9 +222,10 @@ class PrototypeGuidance(UsesFeatureExtractor):
     def guided_sample(
         self, parts, model_fn, x: torch.Tensor, schedule: Schedule, batch: Batch, start: int = 0
     ) -> tuple[torch.Tensor, list[dict]]:
-        """DDIM-sample `x` from step `start` with `model_fn`, guiding the latent at each guidance step;
-        the clean latents and, per record, the energy at each guided step (of the transformed start),
-        whether guidance gave up on it (non-finite energy or gradient) and the measured timesteps."""
+        """Sample `x` from step `start` with `model_fn` and the schedule's solver, guiding the latent at
+        each guidance step; the clean latents and, per record, the energy at each guided step (of the
+        transformed start), whether guidance gave up on it (non-finite energy or gradient) and the
+        measured timesteps."""
         self.refuse_inference_mode()
         records = batch.records
         guide_at = set(self.guide_indices) if self.guidance else set()
@@ -240,7 +241,7 @@ class PrototypeGuidance(UsesFeatureExtractor):
             failures.append(result.failed)
             return result.latents
 
-        latents = ddim_sample(model_fn, x, schedule, start, before_step=before_step)
+        latents = sample(model_fn, x, schedule, start, before_step=before_step)
         energy = torch.stack(energies, 1).tolist() if energies else [[] for _ in records]
         failed = torch.stack(failures, 1).any(1).tolist() if failures else [False] * len(records)
         timesteps = self.guidance_timesteps(schedule) if self.guidance else []
@@ -249,19 +250,3 @@ class PrototypeGuidance(UsesFeatureExtractor):
             for e, f in zip(energy, failed, strict=True)
         ]
         return latents, extras
-
-
-def document_inherited_settings(cls: type) -> type:
-    """Append to `cls`'s docstring, which must end with its own Args section, the Args its bases
-    document and it does not: `python expand.py methods NAME` reads a method's own docstring only."""
-    import docstring_parser
-
-    documented = {p.arg_name for p in docstring_parser.parse(cls.__doc__ or "").params}
-    lines = []
-    for base in cls.__mro__[1:]:
-        for param in docstring_parser.parse(base.__doc__ or "").params:
-            if param.arg_name not in documented:
-                documented.add(param.arg_name)
-                lines.append(f"        {param.arg_name}: {' '.join((param.description or '').split())}")
-    cls.__doc__ = "\n".join([(cls.__doc__ or "").rstrip(), *lines]) + "\n    "
-    return cls

@@ -13,22 +13,24 @@ import torch
 
 from diffexpand.features import normalized
 from diffexpand.guidance import class_prototype
-from diffexpand.sampling import Schedule, cfg_model_fn, ddim_sample
+from diffexpand.sampling import sample
 
-from .base import ExpansionMethod
+from .base import ExpansionMethod, document_inherited_settings
 from .common import conditions, decode, initial_noise
+from .denoising import DenoisingSettings
 from .inputs import UsesFeatureExtractor, features_by_class, real_features
 from .record import Batch, Generated, Record
 from .registry import register_method
 
 
 @register_method("real_filter")
+@document_inherited_settings
 @dataclass
-class RealFilter(UsesFeatureExtractor, ExpansionMethod):
+class RealFilter(UsesFeatureExtractor, DenoisingSettings, ExpansionMethod):
     """Real-Filter: of `candidates` txt2img samples, keep the one closest to the class's real images.
 
     Args:
-        num_inference_steps: DDIM steps.
+        num_inference_steps: denoising steps.
         guidance_scale: classifier-free guidance scale.
         negative_prompt: the unconditional prompt of classifier-free guidance.
         candidates: txt2img samples drawn per kept image.
@@ -43,6 +45,7 @@ class RealFilter(UsesFeatureExtractor, ExpansionMethod):
     extractor: str | dict = "timm"
 
     def __post_init__(self):
+        self.check_denoising_settings()
         if self.candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
 
@@ -62,9 +65,9 @@ class RealFilter(UsesFeatureExtractor, ExpansionMethod):
         n, k = len(batch), self.candidates
         noise = torch.cat([initial_noise(parts, batch.records, f"candidate{j}") for j in range(k)])
         cond, uncond = conditions(parts, batch.values("prompt") * k, self.negative_prompt)
-        schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
-        model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
-        images = decode(parts, ddim_sample(model_fn, noise, schedule))
+        schedule = self.schedule(parts, self.num_inference_steps)
+        model_fn = self.guided_model_fn(parts, cond, uncond, self.guidance_scale, schedule)
+        images = decode(parts, sample(model_fn, noise, schedule))
         return images.view(k, n, *images.shape[1:])
 
     @torch.no_grad()

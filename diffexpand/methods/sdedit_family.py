@@ -13,19 +13,21 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .base import ExpansionMethod, pick_source
+from .base import ExpansionMethod, document_inherited_settings, pick_source
 from .common import decode, sdedit
+from .denoising import DenoisingSettings
 from .inputs import real_latents
 from .record import Batch, Generated, Record
 from .registry import register_method
 
 
+@document_inherited_settings
 @dataclass
-class SDEditMethod(ExpansionMethod):
+class SDEditMethod(DenoisingSettings, ExpansionMethod):
     """SDEdit from a real image of the class with the class prompt.
 
     Args:
-        num_inference_steps: DDIM steps of the full schedule (SDEdit runs the last `strength` of them).
+        num_inference_steps: denoising steps of the full schedule (SDEdit runs the last `strength` of them).
         guidance_scale: classifier-free guidance scale.
         negative_prompt: the unconditional prompt of classifier-free guidance.
         strengths: SDEdit strengths in [0, 1] (0: the real image, 1: from pure noise); each record
@@ -38,6 +40,7 @@ class SDEditMethod(ExpansionMethod):
     strengths: list[float] = field(default_factory=lambda: [0.5])
 
     def __post_init__(self):
+        self.check_denoising_settings()
         if not self.strengths or any(not 0.0 <= s <= 1.0 for s in self.strengths):
             raise ValueError(f"strengths must be a non-empty list of values in [0, 1], got {self.strengths}")
 
@@ -61,12 +64,13 @@ class SDEditMethod(ExpansionMethod):
     def generate(self, parts, batch: Batch) -> Generated:
         sources = batch.stack("source_latent").to(parts.unet.device, parts.unet.dtype)
         steps, guidance = self.num_inference_steps, self.guidance_scale
-        strengths = batch.values("strength")
-        latents = sdedit(parts, sources, batch.records, strengths, steps, guidance, self.negative_prompt)
+        strengths, negative = batch.values("strength"), self.negative_prompt
+        latents = sdedit(parts, sources, batch.records, strengths, steps, guidance, negative, self)
         return Generated.plain(decode(parts, latents))
 
 
 @register_method("real_guidance")
+@document_inherited_settings
 @dataclass
 class RealGuidance(SDEditMethod):
     """Real-Guidance (He et al. 2023): SDEdit of a real image with the class-name prompt.
@@ -79,6 +83,7 @@ class RealGuidance(SDEditMethod):
 
 
 @register_method("dafusion")
+@document_inherited_settings
 @dataclass
 class DAFusion(SDEditMethod):
     """DA-Fusion (Trabucco et al. 2024): learned class tokens (no LoRA) and SDEdit.
@@ -93,6 +98,7 @@ class DAFusion(SDEditMethod):
 
 
 @register_method("diffaug")
+@document_inherited_settings
 @dataclass
 class DiffAug(SDEditMethod):
     """Diff-AUG: learned class tokens with the shared LoRA, and SDEdit.

@@ -6,21 +6,23 @@ from dataclasses import dataclass
 
 import torch
 
-from diffexpand.sampling import Schedule, cfg_model_fn, ddim_sample
+from diffexpand.sampling import sample
 
-from .base import ExpansionMethod
+from .base import ExpansionMethod, document_inherited_settings
 from .common import conditions, decode, initial_noise
+from .denoising import DenoisingSettings
 from .record import Batch, Generated
 from .registry import register_method
 
 
 @register_method("txt2img")
+@document_inherited_settings
 @dataclass
-class Txt2Img(ExpansionMethod):
+class Txt2Img(DenoisingSettings, ExpansionMethod):
     """Real-Gen / txt2img: each class from its prompt alone.
 
     Args:
-        num_inference_steps: DDIM steps.
+        num_inference_steps: denoising steps.
         guidance_scale: classifier-free guidance scale.
         negative_prompt: the unconditional prompt of classifier-free guidance.
         uses_concepts: prompt with the concept folder's learned tokens ("a photo of a <class_i> shoe")
@@ -32,6 +34,9 @@ class Txt2Img(ExpansionMethod):
     negative_prompt: str = ""
     uses_concepts: bool = False
 
+    def __post_init__(self):
+        self.check_denoising_settings()
+
     def plan(self, ctx, label, rng, index=0) -> dict:
         return {"prompt": (ctx.class_prompts if self.uses_concepts else ctx.plain_prompts)[label]}
 
@@ -39,7 +44,7 @@ class Txt2Img(ExpansionMethod):
     def generate(self, parts, batch: Batch) -> Generated:
         """Images in [-1, 1], one per record, reproducible from each record's seed."""
         cond, uncond = conditions(parts, batch.values("prompt"), self.negative_prompt)
-        schedule = Schedule.from_scheduler(parts.scheduler, self.num_inference_steps)
-        model_fn = cfg_model_fn(parts.unet, cond, uncond, self.guidance_scale)
-        latents = ddim_sample(model_fn, initial_noise(parts, batch.records), schedule)
+        schedule = self.schedule(parts, self.num_inference_steps)
+        model_fn = self.guided_model_fn(parts, cond, uncond, self.guidance_scale, schedule)
+        latents = sample(model_fn, initial_noise(parts, batch.records), schedule)
         return Generated.plain(decode(parts, latents))

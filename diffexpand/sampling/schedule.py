@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A descending DDIM timestep sequence with the cumulative alphas it walks through.
+    """A descending timestep sequence with the cumulative alphas it walks through, and the solver that
+    walks it (`solvers.py`; DDIM unless built with `schedule_for`).
 
     `alphas_cumprod[t]` is ᾱ_t of the training schedule. `final_alpha_cumprod` is ᾱ after the last
     step (1.0, or ᾱ_0 when the scheduler sets `set_alpha_to_one=False`, as SD does).
@@ -19,6 +20,8 @@ class Schedule:
     alphas_cumprod: torch.Tensor  # (T,) float64 on CPU
     final_alpha_cumprod: float
     prediction_type: str = "epsilon"
+    solver: str = "ddim"
+    scheduler_config: dict = field(default_factory=dict)  # the model's, for a multistep solver
 
     @classmethod
     def from_scheduler(cls, scheduler, num_inference_steps: int) -> Schedule:

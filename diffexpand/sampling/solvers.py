@@ -1,0 +1,84 @@
+"""Which ODE solver walks a trajectory: DDIM (ours, `ddim.py`) or one of diffusers' multistep solvers.
+
+DPM-Solver++ 2M (Lu et al. 2022) and UniPC (Zhao et al. 2023) reuse the previous step's prediction to
+reach DDIM's quality in fewer network calls. They are diffusers' own schedulers, built from the model's
+noise-schedule config the way a diffusers user swaps `pipe.scheduler`, so their timesteps are diffusers'
+choice for that config (not DDIM's). A `Schedule` made with `schedule_for(…, solver)` carries those
+timesteps, so every caller that reads ᾱ at a step (SDEdit's start noise, energy guidance) sees the levels
+the solver walks.
+
+Both solvers are deterministic given the start latent and apply the same update to every sample in a
+batch, so seeded reproducibility and batch-size independence hold as for DDIM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+from .ddim import ModelFn, ddim_sample
+from .schedule import Schedule
+
+# name -> (diffusers scheduler class, settings over the model's config)
+MULTISTEP = {
+    "dpmpp_2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": (UniPCMultistepScheduler, {"solver_order": 2}),
+}
+SOLVERS = ("ddim", *MULTISTEP)
+
+
+def check_solver(name: str) -> str:
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}")
+    return name
+
+
+def schedule_for(base_scheduler, num_inference_steps: int, solver: str = "ddim") -> Schedule:
+    """The timesteps `solver` walks in `num_inference_steps` steps on the model's noise schedule."""
+    if check_solver(solver) == "ddim":
+        return Schedule.from_scheduler(base_scheduler, num_inference_steps)
+    solver_scheduler = _multistep_scheduler(solver, base_scheduler.config)
+    schedule = Schedule.from_scheduler(solver_scheduler, num_inference_steps)
+    return Schedule(
+        schedule.timesteps,
+        schedule.alphas_cumprod,
+        1.0,  # the solvers' last step lands on σ = 0 (`final_sigmas_type="zero"`)
+        schedule.prediction_type,
+        solver=solver,
+        scheduler_config=dict(base_scheduler.config),
+    )
+
+
+def _multistep_scheduler(solver: str, config):
+    cls, settings = MULTISTEP[solver]
+    return cls.from_config(config, **settings)
+
+
+def sample(
+    model_fn: ModelFn,
+    latents: torch.Tensor,
+    schedule: Schedule,
+    start_index: int = 0,
+    progress: Callable | None = None,
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Denoise `latents` (at the noise level of step `start_index`) to x_0 with the schedule's solver.
+    `before_step(i, latents)` may replace the latents before step i, as in `ddim_sample`."""
+    if schedule.solver == "ddim":
+        return ddim_sample(model_fn, latents, schedule, start_index, progress, before_step)
+    # A fresh scheduler per call: a multistep solver keeps the last predictions as state.
+    scheduler = _multistep_scheduler(schedule.solver, schedule.scheduler_config)
+    scheduler.set_timesteps(len(schedule), device=latents.device)
+    if not torch.equal(scheduler.timesteps.cpu().long(), schedule.timesteps):
+        raise ValueError(f"{schedule.solver}: timesteps differ from the schedule (use schedule_for)")
+    scheduler.set_begin_index(start_index)
+    steps = range(start_index, len(schedule))
+    for i in progress(steps) if progress else steps:
+        if before_step is not None:
+            latents = before_step(i, latents)
+        t = scheduler.timesteps[i]
+        out = model_fn(latents, t, i)
+        latents = scheduler.step(out, t, latents).prev_sample
+    return latents
