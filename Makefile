@@ -30,11 +30,12 @@ lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 # The embedded default end to end on CPU: the tiny benchmark's quick profile (5-shot, seed 0; Original,
-# the Real x5 ceiling, txt2img, Diff-II, DistDiff) on the committed prior and concepts, printing the table.
+# the Real x5 ceiling, txt2img, Diff-II, DistDiff, Diff-II + DistDiff) on the committed prior and concepts,
+# printing the table.
 demo: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile quick
 
-# The full tiny benchmark (5/10-shot x 3 seeds, 9 rows with the ceiling, synthetic-only column, split-ratio
+# The full tiny benchmark (5/10-shot x 3 seeds, 10 rows with the ceiling, synthetic-only column, split-ratio
 # curve), evaluated on the test split: slow on a CPU (its wall time is in docs/measurements/2026-11-23.md).
 # Tune on the validation split first: $(PY) benchmarks/tiny_benchmark.py --profile full --split validation
 bench: setup

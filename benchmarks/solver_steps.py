@@ -6,10 +6,10 @@
 
 Each row is one method's `configs/expand/<method>.yaml` run through the real CLI on the tiny prior (the
 committed concepts, the 5-shot subset; txt2img with the learned tokens), with one denoising setting and
-one seed (`seed_everything`: the records' noise and choices; the real subset stays the same), at batch 32
+one seed (`data.init_args.seed`: the records' noise and choices; the real subset stays the same), at batch 32
 on the CPU. A setting is `solver:steps[:lo-hi]` (solver ddim, dpmpp_2m or unipc; `lo-hi` the guidance
-interval as t / T) and, for Diff-II, `ddim:inversion_steps/steps`. For DistDiff the guidance step M is
-scaled with the steps so the guidance keeps its timestep (M = 20 of 50 → t ≈ 381).
+interval as t / T) and, for Diff-II, `ddim:inversion_steps/steps`. For DistDiff and Diff-II + DistDiff the
+guidance step M is scaled with the steps so the guidance keeps its timestep (M = 20 of 50 → t ≈ 381).
 
 Per row: the set's oracle faithfulness, diversity and Fréchet distance to 2,000 real test images (the
 expansion's own `set_metrics.json`), UNet evaluations per image (each sample through the UNet counts once,
@@ -26,14 +26,18 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CONCEPTS = "assets/concepts/fashion_mnist-5shot-seed0"
 QUALITY = ("faithfulness", "diversity", "frechet_distance")
+BETTER = {"faithfulness": 1, "diversity": 1, "frechet_distance": -1}  # the sign of an improvement
+# A setting keeps the quality when no figure is worse than the reference's by more than this many of
+# the reference's standard deviations over seeds (paired means).
+NOISE_BAND = 2.0
 # The reference (the papers' setting, today's default) first, then the candidates.
 NOISE_ROWS = ["ddim:25", "ddim:12", "dpmpp_2m:12", "unipc:12", "dpmpp_2m:8", "unipc:8", "unipc:12:0.0-0.8"]
 DEFAULT_SETTINGS = {
@@ -43,14 +47,17 @@ DEFAULT_SETTINGS = {
     "diffmix": ["ddim:25", "dpmpp_2m:12", "unipc:12", "unipc:8"],
     "distdiff": ["ddim:50", "ddim:24", "dpmpp_2m:24", "unipc:24", "unipc:16", "unipc:24:0.0-0.8"],
     "diffii": ["ddim:25/25", "ddim:12/25", "ddim:12/12", "ddim:8/12", "ddim:8/8"],
+    "diffii_distdiff": ["ddim:25/25", "ddim:12/12"],
 }
+# The guidance step M of the methods with energy guidance, at their papers' step count: scaled with the
+# steps, so the guidance keeps its timestep.
+GUIDANCE_AT = {"distdiff": (20, 50), "diffii_distdiff": (10, 25)}
 # txt2img with the learned tokens: with class names the tiny prior (which knows metaclass words only)
 # draws near-random classes, and a quality table of near-chance faithfulness says little.
 METHOD_ARGS = {"txt2img": ["--model.init_args.method.uses_concepts=true"]}
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):  # a NamedTuple, not a dataclass: tools may load this file under another name
     solver: str
     steps: int
     inversion_steps: int | None = None
@@ -76,8 +83,9 @@ class Setting:
             args.append(f"{prefix}solver={self.solver}")
         if self.interval is not None:
             args.append(f"{prefix}guidance_interval=[{self.interval[0]},{self.interval[1]}]")
-        if method == "distdiff":  # keep the guidance at its timestep: M = 20 of the official 50 steps
-            args.append(f"{prefix}guidance_steps={round(20 * self.steps / 50)}")
+        if method in GUIDANCE_AT:
+            m, of = GUIDANCE_AT[method]
+            args.append(f"{prefix}guidance_steps={round(m * self.steps / of)}")
         return args
 
     def __str__(self) -> str:
@@ -96,7 +104,7 @@ def run_row(method: str, setting: Setting, seed: int, args, work: Path) -> dict:
         "--config",
         str(config),
         f"--output_dir={out}",
-        f"--seed_everything={seed}",
+        f"--data.init_args.seed={seed}",
         "--trainer.accelerator=cpu",
         "--trainer.enable_progress_bar=false",
         "--trainer.logger=false",
@@ -130,10 +138,12 @@ def run_row(method: str, setting: Setting, seed: int, args, work: Path) -> dict:
 
 def table(rows: list[dict]) -> str:
     """Per method and setting: means over seeds, and each quality figure's paired difference to the
-    method's first setting (mean over the seeds both ran), beside the first setting's std over seeds."""
+    method's first setting (mean over the seeds both ran), beside the first setting's std over seeds;
+    `held`: no figure worse than the reference's by more than NOISE_BAND of its stds."""
     lines = [
-        "| method | setting | seeds | UNet evals / image | images/s | faithfulness | diversity | Fréchet |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | setting | seeds | UNet evals / image | images/s | faithfulness | diversity | Fréchet "
+        "| held |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
@@ -141,23 +151,24 @@ def table(rows: list[dict]) -> str:
         reference = {r["seed"]: r for r in mine if r["setting"] == settings[0]}
         for setting in settings:
             runs = [r for r in mine if r["setting"] == setting]
-            cells = []
+            cells, held = [], "reference" if setting == settings[0] else "yes"
             for key in QUALITY:
                 mean = statistics.fmean(r[key] for r in runs)
+                ref = [r[key] for r in reference.values()]
+                spread = statistics.stdev(ref) if len(ref) > 1 else float("nan")
                 if setting == settings[0]:
-                    spread = statistics.stdev(r[key] for r in runs) if len(runs) > 1 else float("nan")
                     cells.append(f"{mean:.3f} (std {spread:.3f})")
-                else:
-                    paired = [r[key] - reference[r["seed"]][key] for r in runs if r["seed"] in reference]
-                    delta = statistics.fmean(paired) if paired else float("nan")
-                    cells.append(f"{mean:.3f} ({delta:+.3f})")
+                    continue
+                paired = [r[key] - reference[r["seed"]][key] for r in runs if r["seed"] in reference]
+                delta = statistics.fmean(paired) if paired else float("nan")
+                cells.append(f"{mean:.3f} ({delta:+.3f})")
+                if not -BETTER[key] * delta <= NOISE_BAND * spread:  # NaN (one seed) is not held
+                    held = "no"
             speed = statistics.fmean(r["images_per_s"] for r in runs)
             unet = statistics.fmean(r["unet_per_image"] for r in runs)
-            lines.append(
-                f"| {method} | {setting} | {len(runs)} | {unet:.0f} | {speed:.2f} | "
-                + " | ".join(cells)
-                + " |"
-            )
+            figures = " | ".join(cells)
+            head = f"| {method} | {setting} | {len(runs)} | {unet:.0f} | {speed:.2f}"
+            lines.append(f"{head} | {figures} | {held} |")
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ on a GPU; bf16 autocast and, for small latents, eager attention on a CPU with bf
 The same run then times a naive loop over a few of the method's images, the way the official
 implementations run: one image per call (batch 1), float16 weights with no autocast (float32 on CPU,
 where float16 has no fast kernels), the concept LoRA as adapter layers (diffusers' load_lora_weights, not
-fused), no channels-last, no compile, one process. `ratio` is the batched images/s over the naive one;
+fused), no channels-last, no compile, one process, and the papers' solver and step count (the overlay
+configs/expand/paper/<method>.yaml, for the methods whose default takes fewer steps). `ratio` is the
+batched images/s over the naive one; `--paper-rows` also times the batched loop with the papers' steps.
 `steady` leaves out the first batch (or image), which pays the one-off costs (kernel selection,
 torch.compile's compilation), and the `ratio` after it compares those. On a GPU, MFU = UNet FLOPs
 (counted by PyTorch's FlopCounterMode on one forward) / UNet time / the GPU's dense bf16 peak; `peak GiB`
@@ -229,11 +231,17 @@ def timed_function(module, name: str, seconds: dict, stage: str):
         setattr(module, name, original)
 
 
-def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = False) -> dict:
+def paper_preset(method: str) -> Path | None:
+    """The method's papers' denoising settings (solver, steps), where its default differs from them."""
+    path = REPO / "configs" / "expand" / "paper" / f"{method}.yaml"
+    return path if path.is_file() else None
+
+
+def run_method(method: str, args, workdir: Path, setup: dict, naive=False, paper=False) -> dict:
     import expand
     from diffexpand.methods import diffii
 
-    tag = f"{method}-naive" if naive else method
+    tag = f"{method}-naive" if naive else f"{method}-paper" if paper else method
     config = REPO / "configs" / "expand" / f"{method}.yaml"
     per_class = math.ceil(args.naive_images / setup["num_classes"]) if naive else args.images_per_class
     cli_args = [
@@ -248,6 +256,8 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
         *setup["cli_args"],
         *setup["method_args"].get(method, []),
     ]
+    if (naive or paper) and paper_preset(method):  # the official implementations' steps and solver
+        cli_args[2:2] = ["--config", str(paper_preset(method))]
     if "concepts:" in config.read_text():
         cli_args.append(f"--model.init_args.concepts={setup['concepts']}")
     if naive:  # the official implementations' way: fp16 weights (fp32 on CPU), batch 1, nothing else
@@ -276,7 +286,7 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive: bool = Fals
     s = dict(timer.seconds) | dict(setup_seconds)
     images = len(cli.datamodule.records)
     row = {
-        "method": method,
+        "method": f"{method}@paper" if paper else method,
         "images": images,
         "batch_size": 1 if naive else args.batch_size,
         "loop_s": s["loop"],
@@ -415,6 +425,11 @@ def main(argv=None) -> list[dict]:
     )
     parser.add_argument("--profile", type=int, default=0, help="print the N top functions by own time")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument(
+        "--paper-rows",
+        action="store_true",
+        help="also time each method with its papers' denoising (configs/expand/paper/), where it differs",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if args.accelerator in {"gpu", "cuda"} else "cpu")
@@ -441,6 +456,13 @@ def main(argv=None) -> list[dict]:
                     row["steady_ratio"] = row["steady_images_per_s"] / naive["steady_images_per_s"]
             print(format_row(row), flush=True)
             rows.append(row)
+            if args.paper_rows and paper_preset(method):
+                old = run_method(method, args, work, setup, paper=True)
+                if args.naive_images > 0:
+                    old["naive_images_per_s"] = naive["images_per_s"]
+                    old["ratio"] = old["images_per_s"] / naive["images_per_s"]
+                print(format_row(old), flush=True)
+                rows.append(old)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": where, "args": vars(args), "rows": rows}, indent=1))
     return rows
