@@ -2,7 +2,7 @@
 
     python benchmarks/solver_steps.py                                   # every method's default rows
     python benchmarks/solver_steps.py --methods txt2img --settings ddim:25 unipc:10 unipc:10:0.0-0.8
-    python benchmarks/solver_steps.py --report docs/measurements/solver-steps-2026-12-03
+    python benchmarks/solver_steps.py --report docs/measurements/solver-steps-2026-12-03 --print
 
 Each row is one method's `configs/expand/<method>.yaml` run through the real CLI on the tiny prior (the
 committed concepts, the 5-shot subset; txt2img with the learned tokens), with one denoising setting and
@@ -38,6 +38,9 @@ BETTER = {"faithfulness": 1, "diversity": 1, "frechet_distance": -1}  # the sign
 # A setting keeps the quality when no figure is worse than the reference's by more than this many of
 # the reference's standard deviations over seeds (paired means).
 NOISE_BAND = 2.0
+# No default below this many sampling steps (half the papers' 25): the defaults also serve SD-1.5, where
+# fewer steps are not measured here.
+MIN_STEPS = 12
 # The reference (the papers' setting, today's default) first, then the candidates.
 NOISE_ROWS = ["ddim:25", "ddim:12", "dpmpp_2m:12", "unipc:12", "dpmpp_2m:8", "unipc:8", "unipc:12:0.0-0.8"]
 DEFAULT_SETTINGS = {
@@ -136,39 +139,79 @@ def run_row(method: str, setting: Setting, seed: int, args, work: Path) -> dict:
     }
 
 
-def table(rows: list[dict]) -> str:
-    """Per method and setting: means over seeds, and each quality figure's paired difference to the
-    method's first setting (mean over the seeds both ran), beside the first setting's std over seeds;
-    `held`: no figure worse than the reference's by more than NOISE_BAND of its stds."""
-    lines = [
-        "| method | setting | seeds | UNet evals / image | images/s | faithfulness | diversity | Fréchet "
-        "| held |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+def summarise(rows: list[dict]) -> list[dict]:
+    """One entry per method and setting: means over seeds; for each quality figure the paired difference
+    to the method's first (reference) setting over the seeds both ran, in units of the reference's std
+    over seeds too (`worse`: positive when worse); `held`: no figure worse by more than NOISE_BAND stds."""
+    out = []
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
         settings = list(dict.fromkeys(r["setting"] for r in mine))
         reference = {r["seed"]: r for r in mine if r["setting"] == settings[0]}
         for setting in settings:
             runs = [r for r in mine if r["setting"] == setting]
-            cells, held = [], "reference" if setting == settings[0] else "yes"
+            entry = {
+                "method": method,
+                "setting": setting,
+                "steps": int(setting.split()[1].split("/")[-1]),
+                "reference": setting == settings[0],
+                "seeds": len(runs),
+                "unet_per_image": statistics.fmean(r["unet_per_image"] for r in runs),
+                "images_per_s": statistics.fmean(r["images_per_s"] for r in runs),
+                "held": True,
+                "worst": 0.0,
+            }
             for key in QUALITY:
-                mean = statistics.fmean(r[key] for r in runs)
                 ref = [r[key] for r in reference.values()]
                 spread = statistics.stdev(ref) if len(ref) > 1 else float("nan")
-                if setting == settings[0]:
-                    cells.append(f"{mean:.3f} (std {spread:.3f})")
-                    continue
                 paired = [r[key] - reference[r["seed"]][key] for r in runs if r["seed"] in reference]
                 delta = statistics.fmean(paired) if paired else float("nan")
-                cells.append(f"{mean:.3f} ({delta:+.3f})")
-                if not -BETTER[key] * delta <= NOISE_BAND * spread:  # NaN (one seed) is not held
-                    held = "no"
-            speed = statistics.fmean(r["images_per_s"] for r in runs)
-            unet = statistics.fmean(r["unet_per_image"] for r in runs)
-            figures = " | ".join(cells)
-            head = f"| {method} | {setting} | {len(runs)} | {unet:.0f} | {speed:.2f}"
-            lines.append(f"{head} | {figures} | {held} |")
+                worse = -BETTER[key] * delta / spread if spread else float("nan") if spread != spread else 0.0
+                if spread == 0 and -BETTER[key] * delta > 0:  # no spread: any worsening counts
+                    worse = float("inf")
+                entry[key] = {"mean": statistics.fmean(r[key] for r in runs), "std": spread, "delta": delta}
+                entry["held"] &= worse <= NOISE_BAND  # NaN (one seed, no spread) is not held
+                off = abs(delta / spread) if spread else 0.0 if delta == 0 else float("inf")
+                entry["worst"] = max(entry["worst"], off)
+            out.append(entry)
+    return out
+
+
+def choose(entries: list[dict]) -> dict[str, str]:
+    """The default per method: of the settings that held with at most half the reference's UNet
+    evaluations and at least MIN_STEPS sampling steps, the one with the fewest evaluations; ties go to
+    the one closest to the reference (the smallest largest deviation, in reference stds)."""
+    chosen = {}
+    for method in dict.fromkeys(e["method"] for e in entries):
+        mine = [e for e in entries if e["method"] == method]
+        budget = 0.5 * next(e for e in mine if e["reference"])["unet_per_image"]
+        fit = [e for e in mine if not e["reference"] and e["held"] and e["steps"] >= MIN_STEPS]
+        fit = [e for e in fit if e["unet_per_image"] <= budget]
+        if fit:
+            chosen[method] = min(fit, key=lambda e: (round(e["unet_per_image"], 6), e["worst"]))["setting"]
+    return chosen
+
+
+def table(rows: list[dict]) -> str:
+    """The summary as a Markdown table; `held` says `chosen` for the default `choose` picks."""
+    entries = summarise(rows)
+    chosen = choose(entries)
+    lines = [
+        "| method | setting | seeds | UNet evals / image | images/s | faithfulness | diversity | Fréchet "
+        "| held |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        if e["reference"]:
+            cells = [f"{e[k]['mean']:.3f} (std {e[k]['std']:.3f})" for k in QUALITY]
+            held = "reference"
+        else:
+            cells = [f"{e[k]['mean']:.3f} ({e[k]['delta']:+.3f})" for k in QUALITY]
+            held = "yes, chosen" if chosen.get(e["method"]) == e["setting"] else "yes"
+            held = held if e["held"] else "no"
+        speed = f"{e['unet_per_image']:.0f} | {e['images_per_s']:.2f}"
+        head = f"| {e['method']} | {e['setting']} | {e['seeds']} | {speed}"
+        lines.append(f"{head} | {' | '.join(cells)} | {held} |")
     return "\n".join(lines)
 
 
@@ -185,6 +228,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--report", default=None, help="folder for rows.jsonl and table.md")
     parser.add_argument("--workdir", default=None, help="where the sets go (default: a temporary folder)")
+    parser.add_argument("--print", action="store_true", help="print --report's table only")
     args = parser.parse_args(argv)
     report = Path(args.report) if args.report else None
     done = []
@@ -193,6 +237,9 @@ def main(argv=None) -> list[dict]:
         if (report / "rows.jsonl").is_file():  # resume: keep the rows measured before
             done = [json.loads(line) for line in (report / "rows.jsonl").read_text().splitlines()]
     rows = list(done)
+    if args.print:
+        print(table(rows))
+        return rows
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         for method in args.methods:

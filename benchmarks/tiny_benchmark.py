@@ -85,6 +85,7 @@ PROFILES = {
     "full": {"shots": [5, 10], "seeds": [0, 1, 2], "rows": list(ROWS), "curve": True, "synthetic_only": True},
 }
 SPLITS = ("test", "validation")
+PAPER_DENOISING = "--paper-denoising"  # passed through --expand-args: see make_set
 SPLIT_RATIOS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
 
@@ -145,6 +146,10 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
     ]
     if "concepts:" in config.read_text():
         args.append(f"--model.init_args.concepts={concepts}")
+    paper = REPO / "configs" / "expand" / "paper" / f"{method}.yaml"
+    if PAPER_DENOISING in extra:  # the method's papers' solver and steps, as an overlay on its config
+        extra = [a for a in extra if a != PAPER_DENOISING]
+        args[2:2] = ["--config", str(paper)] if paper.is_file() else []
     cli = expand.cli_main([*args, *extra], run=False)
     start = time.perf_counter()
     cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
@@ -338,8 +343,21 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--classifier-args", nargs="*", default=[], help="extra train.py args for classifiers"
     )
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="not the profile's")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="not the profile's")
+    parser.add_argument("--shots", nargs="+", type=int, default=None, help="not the profile's")
+    parser.add_argument(
+        "--paper-denoising",
+        action="store_true",
+        help="expand with each method's papers' solver and steps (configs/expand/paper/<method>.yaml)",
+    )
     args = parser.parse_args(argv)
+    if args.paper_denoising:
+        args.expand_args = [PAPER_DENOISING, *args.expand_args]
     profile = dict(PROFILES[args.profile])
+    for key in ("rows", "seeds", "shots"):
+        if getattr(args, key) is not None:
+            profile[key] = getattr(args, key)
     if args.synthetic_only is not None:
         profile["synthetic_only"] = args.synthetic_only
     out = Path(args.out or f"outputs/bench-{args.profile}")

@@ -370,15 +370,14 @@ def test_a_non_finite_image_is_regenerated_without_guidance_and_marked(tiny_sd_d
 @pytest.mark.slow
 def test_the_official_settings_guide_at_381_and_361_on_the_committed_prior(tmp_path):
     """configs/expand/distdiff.yaml as shipped (committed prior, EfficientNet-Lite0 features) with the
-    official 50 steps, strength 0.5, M = 20, P = 2 given on the command line."""
+    official denoising overlaid (configs/expand/paper/distdiff.yaml: DDIM 50 steps, M = 20)."""
     import expand
 
     out = tmp_path / "out"
     expand.cli_main([
-        "predict", "--config", "configs/expand/distdiff.yaml", f"--output_dir={out}",
-        "--trainer.accelerator=cpu", "--model.init_args.method.num_inference_steps=50",
-        "--model.init_args.method.strength=0.5", "--model.init_args.method.guidance_steps=20",
-        "--model.init_args.method.rollout_steps=2", "--data.init_args.real.shots=1",
+        "predict", "--config", "configs/expand/distdiff.yaml",
+        "--config", "configs/expand/paper/distdiff.yaml",
+        f"--output_dir={out}", "--trainer.accelerator=cpu", "--data.init_args.real.shots=1",
         "--data.init_args.expansion_ratio=2",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}",
     ])  # fmt: skip

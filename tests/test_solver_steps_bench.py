@@ -26,18 +26,23 @@ def test_settings_become_the_method_arguments():
         Setting.parse("unipc")
 
 
-def test_table_pairs_each_setting_with_the_reference_on_the_same_seeds():
-    def row(setting, seed, faithfulness):
-        return {"method": "m", "setting": setting, "seed": seed, "unet_per_image": 50, "images_per_s": 2.0,
+def test_table_pairs_each_setting_with_the_reference_and_chooses_the_cheapest_that_held():
+    def row(setting, seed, faithfulness, unet=50):
+        return {"method": "m", "setting": setting, "seed": seed, "unet_per_image": unet, "images_per_s": 2.0,
                 "faithfulness": faithfulness, "diversity": 0.4, "frechet_distance": 0.1}  # fmt: skip
 
     rows = [row("ddim 25", 0, 0.80), row("ddim 25", 1, 0.90)]  # std 0.071
-    rows += [row("unipc 8", 0, 0.70), row("unipc 8", 1, 0.85)]  # -0.075: within 2 stds
-    rows += [row("unipc 4", 0, 0.60), row("unipc 4", 1, 0.65)]  # -0.225: beyond
-    text = table(rows)
+    rows += [row("unipc 12", 0, 0.70, 24), row("unipc 12", 1, 0.85, 24)]  # -0.075: within 2 stds
+    rows += [row("ddim 12", 0, 0.80, 24), row("ddim 12", 1, 0.90, 24)]  # as good, as cheap: closer
+    rows += [row("unipc 8", 0, 0.80, 16), row("unipc 8", 1, 0.90, 16)]  # cheaper, but below 12 steps
+    rows += [row("unipc 4", 0, 0.60, 8), row("unipc 4", 1, 0.65, 8)]  # -0.225: beyond
+    lines = table(rows).splitlines()
+    reference = "| m | ddim 25 | 2 | 50 | 2.00 | 0.850 (std 0.071) | 0.400 (std 0.000) | 0.100 (std 0.000)"
+    assert lines[2] == reference + " | reference |"
     assert (
-        "| m | ddim 25 | 2 | 50 | 2.00 | 0.850 (std 0.071) | 0.400 (std 0.000) | 0.100 (std 0.000) | ref"
-        in text
+        lines[3]
+        == "| m | unipc 12 | 2 | 24 | 2.00 | 0.775 (-0.075) | 0.400 (+0.000) | 0.100 (+0.000) | yes |"
     )
-    assert "| m | unipc 8 | 2 | 50 | 2.00 | 0.775 (-0.075) | 0.400 (+0.000) | 0.100 (+0.000) | yes |" in text
-    assert "| m | unipc 4 | 2 | 50 | 2.00 | 0.625 (-0.225) | 0.400 (+0.000) | 0.100 (+0.000) | no |" in text
+    assert lines[4].startswith("| m | ddim 12 |") and lines[4].endswith("| yes, chosen |")
+    assert lines[5].startswith("| m | unipc 8 |") and lines[5].endswith("| yes |")
+    assert lines[6].startswith("| m | unipc 4 |") and lines[6].endswith("| no |")
