@@ -16,7 +16,7 @@ from diffexpand.sampling import (
 )
 
 
-@dataclass
+@dataclass(kw_only=True)  # after each method's own fields: `Txt2Img(25, 7.5)` keeps its meaning
 class DenoisingSettings:
     """
     Args:
