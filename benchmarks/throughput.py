@@ -231,15 +231,10 @@ def timed_function(module, name: str, seconds: dict, stage: str):
         setattr(module, name, original)
 
 
-def paper_preset(method: str) -> Path | None:
-    """The method's papers' denoising settings (solver, steps), where its default differs from them."""
-    path = REPO / "configs" / "expand" / "paper" / f"{method}.yaml"
-    return path if path.is_file() else None
-
-
 def run_method(method: str, args, workdir: Path, setup: dict, naive=False, paper=False) -> dict:
     import expand
     from diffexpand.methods import diffii
+    from diffexpand.paths import paper_preset
 
     tag = f"{method}-naive" if naive else f"{method}-paper" if paper else method
     config = REPO / "configs" / "expand" / f"{method}.yaml"
@@ -396,6 +391,8 @@ def format_row(row: dict) -> str:
 
 
 def main(argv=None) -> list[dict]:
+    from diffexpand.paths import paper_preset
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

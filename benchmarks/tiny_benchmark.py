@@ -85,7 +85,6 @@ PROFILES = {
     "full": {"shots": [5, 10], "seeds": [0, 1, 2], "rows": list(ROWS), "curve": True, "synthetic_only": True},
 }
 SPLITS = ("test", "validation")
-PAPER_DENOISING = "--paper-denoising"  # passed through --expand-args: see make_set
 SPLIT_RATIOS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
 
@@ -123,12 +122,15 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     return folder
 
 
-def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extra: list[str]) -> dict:
-    """Expand (or reuse) one synthetic set; returns its folder, generation images/s and oracle metrics."""
+def make_set(
+    out: Path, method: str, shots: int, seed: int, concepts: Path, extra: list[str], paper: bool = False
+) -> dict:
+    """Expand (or reuse) one synthetic set; returns its folder, generation images/s and oracle metrics.
+    `paper`: with the method's papers' solver and steps (its configs/expand/paper/ overlay)."""
     import expand
     from diffexpand.evaluation.synthetic_quality import evaluate_set
     from diffexpand.oracle_cnn import OracleCNN
-    from diffexpand.paths import DEFAULT_ORACLE
+    from diffexpand.paths import DEFAULT_ORACLE, paper_preset
 
     folder = out / "sets" / f"{method}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
@@ -146,10 +148,8 @@ def make_set(out: Path, method: str, shots: int, seed: int, concepts: Path, extr
     ]
     if "concepts:" in config.read_text():
         args.append(f"--model.init_args.concepts={concepts}")
-    paper = REPO / "configs" / "expand" / "paper" / f"{method}.yaml"
-    if PAPER_DENOISING in extra:  # the method's papers' solver and steps, as an overlay on its config
-        extra = [a for a in extra if a != PAPER_DENOISING]
-        args[2:2] = ["--config", str(paper)] if paper.is_file() else []
+    if paper and paper_preset(method):
+        args[2:2] = ["--config", str(paper_preset(method))]
     cli = expand.cli_main([*args, *extra], run=False)
     start = time.perf_counter()
     cli.trainer.predict(cli.model, datamodule=cli.datamodule, return_predictions=False)
@@ -255,11 +255,11 @@ def classify(
     return metrics[key]
 
 
-def split_ratio_curve(out: Path, concepts: Path, extra: list[str]) -> list[dict]:
+def split_ratio_curve(out: Path, concepts: Path, extra: list[str], paper: bool = False) -> list[dict]:
     points = []
     for s in SPLIT_RATIOS:
         ratio_arg = f"--model.init_args.method.split_ratio={s}"
-        info = make_set(out / "curve" / f"s{s}", "diffii", 5, 0, concepts, [ratio_arg, *extra])
+        info = make_set(out / "curve" / f"s{s}", "diffii", 5, 0, concepts, [ratio_arg, *extra], paper)
         points.append(
             {"split_ratio": s, "faithfulness": info["faithfulness"], "diversity": info["diversity"]}
         )
@@ -311,7 +311,8 @@ def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, sp
     if method == CEILING_METHOD:
         info = make_ceiling_set(out, shots, seed)
     else:
-        info = make_set(out, method, shots, seed, concepts, args.expand_args) if method else None
+        paper = args.paper_denoising
+        info = make_set(out, method, shots, seed, concepts, args.expand_args, paper) if method else None
     folder = info and info["folder"]
     acc = classify(out, row, folder, mixing, shots, seed, args.classifier_args, split)
     alone = None
@@ -352,8 +353,6 @@ def main(argv=None) -> dict:
         help="expand with each method's papers' solver and steps (configs/expand/paper/<method>.yaml)",
     )
     args = parser.parse_args(argv)
-    if args.paper_denoising:
-        args.expand_args = [PAPER_DENOISING, *args.expand_args]
     profile = dict(PROFILES[args.profile])
     for key in ("rows", "seeds", "shots"):
         if getattr(args, key) is not None:
@@ -377,7 +376,8 @@ def main(argv=None) -> dict:
                     entry["sets"].append(done["set"])
     curve = []
     if profile["curve"]:
-        curve = split_ratio_curve(out, ensure_concepts(out, 5, 0, args.concept_args), args.expand_args)
+        concepts = ensure_concepts(out, 5, 0, args.concept_args)
+        curve = split_ratio_curve(out, concepts, args.expand_args, args.paper_denoising)
     report = write_report(out, profile, results, curve, time.time() - started, args.profile, args.split)
     print(report)
     return {"results": results, "curve": curve}

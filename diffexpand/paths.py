@@ -7,6 +7,12 @@ DEFAULT_PRIOR = REPO_ROOT / "assets" / "tiny-fashion-prior"
 DEFAULT_ORACLE = REPO_ROOT / "assets" / "fashion-oracle"
 
 
+def paper_preset(method: str) -> Path | None:
+    """The overlay with a method's papers' solver and steps (configs/expand/paper/), when it has one."""
+    path = REPO_ROOT / "configs" / "expand" / "paper" / f"{method}.yaml"
+    return path if path.is_file() else None
+
+
 def portable(path: str | Path) -> str:
     """A path inside the repository as repository-relative ("assets/tiny-fashion-prior"), so files
     that record it (concepts.json) stay valid in another clone; anything else unchanged."""

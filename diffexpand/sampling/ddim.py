@@ -68,14 +68,31 @@ def ddim_sample(
 ) -> torch.Tensor:
     """Denoise `latents` (at the noise level of step `start_index`) down to x_0 with DDIM.
     `before_step(i, latents)` may replace the latents before step i (latent guidance hooks in here)."""
-    steps = range(start_index, len(schedule))
+
+    def step(out: torch.Tensor, t: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        return ddim_step(out, x, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
+
     timesteps = schedule.timesteps.to(latents.device)  # once, not one copy per step
+    return denoise_loop(model_fn, step, latents, timesteps, start_index, progress, before_step)
+
+
+def denoise_loop(
+    model_fn: ModelFn,
+    step: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor],
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    start_index: int = 0,
+    progress: Callable | None = None,
+    before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The sampling loop every solver shares: from step `start_index` on, the optional latent hook,
+    the network at (latents, t, i), then `step(out, t, i, latents)` to the next noise level."""
+    steps = range(start_index, len(timesteps))
     for i in progress(steps) if progress else steps:
         if before_step is not None:
             latents = before_step(i, latents)
         t = timesteps[i]
-        out = model_fn(latents, t, i)
-        latents = ddim_step(out, latents, schedule.alpha(i), schedule.alpha(i + 1), schedule.prediction_type)
+        latents = step(model_fn(latents, t, i), t, i, latents)
     return latents
 
 

@@ -13,12 +13,13 @@ batch, so seeded reproducibility and batch-size independence hold as for DDIM.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from .ddim import ModelFn, ddim_sample
+from .ddim import ModelFn, ddim_sample, denoise_loop
 from .schedule import Schedule
 
 # name -> (diffusers scheduler class, settings over the model's config)
@@ -39,13 +40,12 @@ def schedule_for(base_scheduler, num_inference_steps: int, solver: str = "ddim")
     """The timesteps `solver` walks in `num_inference_steps` steps on the model's noise schedule."""
     if check_solver(solver) == "ddim":
         return Schedule.from_scheduler(base_scheduler, num_inference_steps)
-    solver_scheduler = _multistep_scheduler(solver, base_scheduler.config)
-    schedule = Schedule.from_scheduler(solver_scheduler, num_inference_steps)
-    return Schedule(
-        schedule.timesteps,
-        schedule.alphas_cumprod,
-        1.0,  # the solvers' last step lands on σ = 0 (`final_sigmas_type="zero"`)
-        schedule.prediction_type,
+    schedule = Schedule.from_scheduler(
+        _multistep_scheduler(solver, base_scheduler.config), num_inference_steps
+    )
+    return dataclasses.replace(
+        schedule,
+        final_alpha_cumprod=1.0,  # the solvers' last step lands on σ = 0 (`final_sigmas_type="zero"`)
         solver=solver,
         scheduler_config=dict(base_scheduler.config),
     )
@@ -74,11 +74,8 @@ def sample(
     if not torch.equal(scheduler.timesteps.cpu().long(), schedule.timesteps):
         raise ValueError(f"{schedule.solver}: timesteps differ from the schedule (use schedule_for)")
     scheduler.set_begin_index(start_index)
-    steps = range(start_index, len(schedule))
-    for i in progress(steps) if progress else steps:
-        if before_step is not None:
-            latents = before_step(i, latents)
-        t = scheduler.timesteps[i]
-        out = model_fn(latents, t, i)
-        latents = scheduler.step(out, t, latents).prev_sample
-    return latents
+
+    def step(out: torch.Tensor, t: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
+        return scheduler.step(out, t, x).prev_sample
+
+    return denoise_loop(model_fn, step, latents, scheduler.timesteps, start_index, progress, before_step)
