@@ -11,7 +11,7 @@ on the CPU. A setting is `solver:steps[:lo-hi]` (solver ddim, dpmpp_2m or unipc;
 interval as t / T) and, for Diff-II, `ddim:inversion_steps/steps`. For DistDiff and Diff-II + DistDiff the
 guidance step M is scaled with the steps so the guidance keeps its timestep (M = 20 of 50 → t ≈ 381).
 
-Per row: the set's oracle faithfulness, diversity and Fréchet distance to 2,000 real test images (the
+Per row: the set's oracle faithfulness, diversity and Fréchet distance to 1,000 real validation images (the
 expansion's own `set_metrics.json`), UNet evaluations per image (each sample through the UNet counts once,
 so a guided step counts 2), and images/s of the predict loop. The table gives each setting's mean over
 the seeds and, for every quality figure, the difference to the first (reference) setting on the same

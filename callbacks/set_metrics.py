@@ -25,9 +25,12 @@ from diffexpand.paths import in_repo
 
 class SyntheticSetMetrics(Callback):
     """Args:
-    oracle: the oracle folder (tiny world): faithfulness, diversity and, with `real_test`, the
-        Fréchet distance of oracle features to real Fashion-MNIST test images.
-    real_test: how many Fashion-MNIST test images the Fréchet distance compares with (0: none).
+    oracle: the oracle folder (tiny world): faithfulness, diversity and, with `real_reference`, the
+        Fréchet distance of oracle features to real Fashion-MNIST images.
+    real_reference: how many real images the Fréchet distance compares with (0: none).
+    reference_split: where they come from: `validation` (the validation split carved from the training
+        split, at most 1,000 images: the default, so settings chosen by these figures are not chosen on
+        the test split) or `test` (the first images of the test split).
     clip_model: a transformers CLIP folder or hub id: CLIP score of each image against the plain class
         prompt ("a photo of a {class name}"), as the papers score (tiny world: assets/tiny-fashion-clip).
     lpips_net: LPIPS backbone (alex, vgg, squeeze): mean pairwise LPIPS within each class.
@@ -37,12 +40,17 @@ class SyntheticSetMetrics(Callback):
     def __init__(
         self,
         oracle: str | None = None,
-        real_test: int = 0,
+        real_reference: int = 0,
+        reference_split: str = "validation",
         clip_model: str | None = None,
         lpips_net: str | None = None,
         grid_per_class: int = 8,
     ):
-        self.oracle, self.real_test = oracle, real_test
+        from diffexpand.evaluation.synthetic_quality import REFERENCE_SPLITS
+
+        if reference_split not in REFERENCE_SPLITS:  # refused before any image is generated
+            raise ValueError(f"reference_split must be one of {REFERENCE_SPLITS}, got {reference_split!r}")
+        self.oracle, self.real_reference, self.reference_split = oracle, real_reference, reference_split
         self.clip_model, self.lpips_net = clip_model, lpips_net
         self.grid_per_class = grid_per_class
         self._clip = self._lpips = self._oracle = None
@@ -71,13 +79,15 @@ class SyntheticSetMetrics(Callback):
     def on_predict_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_test_images
+        from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_reference_images
 
         dm = trainer.datamodule
         folder = Path(dm.hparams.output_dir)
         ctx, _ = dm._context(None)
         oracle = self._oracle
-        real = fashion_mnist_test_images(self.real_test) if oracle is not None and self.real_test else None
+        real = None
+        if oracle is not None and self.real_reference:
+            real = fashion_mnist_reference_images(self.real_reference, self.reference_split)
         result = evaluate_set(
             folder,
             oracle,
@@ -86,6 +96,8 @@ class SyntheticSetMetrics(Callback):
             self._lpips,
             real_images=real,
         )
+        if real is not None:
+            result["frechet_reference"] = {"split": self.reference_split, "images": len(real)}
         (folder / "set_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         flat = summary_figures(result)
         for logger in trainer.loggers:

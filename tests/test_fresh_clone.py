@@ -51,7 +51,7 @@ def test_readme_commands_run_on_a_fresh_clone(fresh_clone):
     expanded = run(
         fresh_clone, "expand.py", "predict",
         "--data.init_args.images_per_class=1", "--model.init_args.method.num_inference_steps=2",
-        "--model.init_args.method.inversion_steps=2", "--trainer.callbacks.real_test=100",
+        "--model.init_args.method.inversion_steps=2", "--trainer.callbacks.real_reference=100",
     )  # fmt: skip
     assert expanded.returncode == 0, expanded.stderr[-3000:]
     written = fresh_clone / "outputs" / "synthetic"

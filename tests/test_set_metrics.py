@@ -115,13 +115,13 @@ def test_expand_run_measures_the_set_and_logs_it_to_wandb(tiny_sd_dir, tmp_path)
         "--trainer.accelerator=cpu", f"--model.init_args.pretrained={tiny_sd_dir}",
         "--model.init_args.method.num_inference_steps=2", "--data.init_args.images_per_class=3",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-        "--trainer.callbacks.real_test=100",
+        "--trainer.callbacks.real_reference=100",
     ])  # fmt: skip
     written = json.loads((out / "set_metrics.json").read_text())
     assert written["images"] == 30 and 0 <= written["oracle"]["faithfulness"] <= 1
     assert written["oracle"]["diversity"] > 0 and written["oracle"]["frechet_distance"] > 0
     assert len(written["clip_score"]["per_class"]) == 10
-    result = evaluate([str(out), "--real-test", "100"])[str(out)]
+    result = evaluate([str(out), "--real-reference", "100"])[str(out)]
     assert result["oracle"]["faithfulness"] == written["oracle"]["faithfulness"]
     assert result["oracle"]["frechet_distance"] == pytest.approx(written["oracle"]["frechet_distance"])
 
@@ -171,3 +171,38 @@ def test_a_set_of_one_image_per_class_has_no_diversity_and_stays_valid_json():
     assert result["diversity"] is None and all(v["diversity"] is None for v in result["per_class"].values())
     json.loads(json.dumps(result), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert "set/diversity" not in summary_figures({"oracle": result})
+
+
+def test_frechet_reference_defaults_to_the_validation_split_never_the_test_split():
+    """Set metrics choose settings (the solver table, sweeps): their real reference is the validation
+    split carved from the training split, disjoint from every reserved few-shot subset; a prefix of a
+    larger reference; the test split only when asked."""
+    import numpy as np
+
+    from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
+    from diffexpand.data.subsets import reserved_few_shot_indices, validation_indices
+    from diffexpand.evaluation.synthetic_quality import (
+        fashion_mnist_reference_images,
+        fashion_mnist_test_images,
+    )
+
+    train, labels = load_fashion_mnist("train")
+    reference = fashion_mnist_reference_images(40)
+    chosen = validation_indices(labels)[:40]
+    assert not np.intersect1d(chosen, reserved_few_shot_indices(labels)).size
+    expected = resize_uint8(train[chosen], 32).float().div(127.5).sub(1)
+    assert reference.shape == (40, 3, 32, 32) and torch.equal(reference[:, :1], expected)
+    assert torch.equal(fashion_mnist_reference_images(100)[:40], reference)  # a prefix of a larger one
+    assert torch.equal(fashion_mnist_reference_images(30, "test"), fashion_mnist_test_images(30))
+    assert not torch.equal(fashion_mnist_reference_images(30, "test"), reference[:30])
+    with pytest.raises(ValueError, match="holds 1000 images; asked for 1001"):
+        fashion_mnist_reference_images(1001)
+    with pytest.raises(ValueError, match="reference split must be one of"):
+        fashion_mnist_reference_images(10, "train")
+
+
+def test_set_metrics_callback_refuses_an_unknown_reference_split():
+    from callbacks.set_metrics import SyntheticSetMetrics
+
+    with pytest.raises(ValueError, match="reference_split must be one of"):
+        SyntheticSetMetrics(oracle="assets/fashion-oracle", real_reference=10, reference_split="tset")

@@ -1,11 +1,13 @@
 """Faithfulness and diversity of synthetic sets.
 
-    python tools/evaluate_synthetic.py outputs/synthetic/diffii [more folders ...] [--real-test 2000]
+    python tools/evaluate_synthetic.py outputs/synthetic/diffii [more folders ...] \
+        [--real-reference 1000] [--reference-split validation]
     python tools/evaluate_synthetic.py DIR --no-oracle --clip /models/clip-vit-large-patch14 \
         --lpips alex --prompt-template "a photo of a {}" --class-names-from DIR2
 
 Oracle metrics (the tiny benchmark): faithfulness = oracle accuracy, diversity = mean pairwise oracle
-feature distance, Fréchet distance to the Fashion-MNIST test images. `--clip` adds the CLIP score
+feature distance, Fréchet distance to real Fashion-MNIST images (the validation split carved from the
+training split by default; `--reference-split test` for the test split). `--clip` adds the CLIP score
 against "a photo of a {class name}", `--lpips` the mean pairwise LPIPS within classes. Prints one row
 per folder and writes `quality.json` into each.
 """
@@ -17,7 +19,11 @@ import json
 from pathlib import Path
 
 from diffexpand.cli import run_with_clear_errors
-from diffexpand.evaluation.synthetic_quality import evaluate_set, fashion_mnist_test_images
+from diffexpand.evaluation.synthetic_quality import (
+    REFERENCE_SPLITS,
+    evaluate_set,
+    fashion_mnist_reference_images,
+)
 from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 from diffexpand.set_reader import read_set
@@ -30,11 +36,12 @@ def main(argv=None) -> dict:
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--oracle", default=str(DEFAULT_ORACLE))
     parser.add_argument(
-        "--real-test",
+        "--real-reference",
         type=int,
-        default=2000,
-        help="Fashion-MNIST test images for the Fréchet distance (0: skip)",
+        default=1000,
+        help="real images for the Fréchet distance (0: skip; at most 1,000 from the validation split)",
     )
+    parser.add_argument("--reference-split", choices=REFERENCE_SPLITS, default="validation")
     parser.add_argument("--no-oracle", action="store_true", help="skip the oracle metrics (other datasets)")
     parser.add_argument("--clip", default=None, help="CLIP model folder or hub id for the CLIP score")
     parser.add_argument("--lpips", default=None, help="LPIPS backbone (alex, vgg, squeeze) for diversity")
@@ -45,7 +52,9 @@ def main(argv=None) -> dict:
         if not checked.records:
             raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
     oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
-    real = fashion_mnist_test_images(args.real_test) if args.real_test and oracle is not None else None
+    real = None
+    if args.real_reference and oracle is not None:
+        real = fashion_mnist_reference_images(args.real_reference, args.reference_split)
     results = {}
     head = f"{'set':<28} {'images':>7} {'faithfulness':>13} {'diversity':>10} {'Fréchet':>8}"
     print(f"{head} {'CLIP':>7} {'LPIPS':>7}")
@@ -55,6 +64,8 @@ def main(argv=None) -> dict:
             names = {r["label"]: r.get("class_name", str(r["label"])) for r in sets[folder].records}
             prompts = [args.prompt_template.format(names.get(c, c)) for c in range(max(names) + 1)]
         result = evaluate_set(folder, oracle, prompts, args.clip, args.lpips, real)
+        if real is not None:
+            result["frechet_reference"] = {"split": args.reference_split, "images": len(real)}
         (Path(folder) / "quality.json").write_text(json.dumps(result, indent=2) + "\n")
         o = result.get("oracle", {})
 

@@ -17,20 +17,49 @@ import torch
 from PIL import Image
 
 from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
+from diffexpand.data.subsets import VALIDATION_PER_CLASS, validation_indices
 from diffexpand.set_reader import read_set
+
+REFERENCE_SPLITS = ("validation", "test")
 
 
 def fashion_mnist_test_images(n: int, size: int = 32) -> torch.Tensor:
-    """The first n Fashion-MNIST test images in [-1, 1], RGB, at `size`: the reference for the Fréchet
-    distance. They take the path the prior's training images take (antialiased bilinear resize, rounded
-    to uint8), and synthetic sets are read at the same size, so both reach the oracle the same way."""
+    """The first n Fashion-MNIST test images in [-1, 1], RGB, at `size`. They take the path the prior's
+    training images take (antialiased bilinear resize, rounded to uint8), and synthetic sets are read at
+    the same size, so both reach the oracle the same way."""
     x, _ = load_fashion_mnist("test")
-    return resize_uint8(x[:n], size).float().div(127.5).sub(1).expand(-1, 3, -1, -1).contiguous()
+    return _as_reference(x[:n], size)
+
+
+def fashion_mnist_reference_images(n: int, split: str = "validation", size: int = 32) -> torch.Tensor:
+    """n real images for the Fréchet distance of a synthetic set, as `fashion_mnist_test_images` gives
+    them. `validation` (the default): the first n of the validation split carved from the training split
+    (`validation_indices`, disjoint from every few-shot subset), so a setting chosen by its set metrics
+    is not chosen on the test split; at most its 1,000 images. `test`: the first n test images."""
+    if split not in REFERENCE_SPLITS:
+        raise ValueError(f"reference split must be one of {REFERENCE_SPLITS}, got {split!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of reference images must be a whole number >= 1, got {n!r}")
+    if split == "test":
+        return fashion_mnist_test_images(n, size)
+    x, labels = load_fashion_mnist("train")
+    classes = len(np.unique(labels))
+    if n > VALIDATION_PER_CLASS * classes:
+        held = VALIDATION_PER_CLASS * classes
+        raise ValueError(f"the validation split holds {held} images; asked for {n} reference images")
+    # The whole split's indices, sorted, and their first n: Fashion-MNIST's training file is shuffled,
+    # so a prefix holds every class in about equal share, and a smaller reference is a prefix of a larger.
+    chosen = validation_indices(labels)[:n]
+    return _as_reference(x[chosen], size)
+
+
+def _as_reference(images: np.ndarray, size: int) -> torch.Tensor:
+    return resize_uint8(images, size).float().div(127.5).sub(1).expand(-1, 3, -1, -1).contiguous()
 
 
 def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """Images in [-1, 1] (N, 3, size, size) and labels of a synthetic set folder. Images of another
-    size are resized like the real reference images (`fashion_mnist_test_images`): antialiased
+    size are resized like the real reference images (`fashion_mnist_reference_images`): antialiased
     bilinear, rounded to uint8."""
     folder = Path(folder)
     checked = read_set(folder)  # every line checked; images opened where they were found to lie
