@@ -2,6 +2,10 @@
 
 One `fit` runs both stages (`vae_steps`, then `unet_steps`); at the end the EMA weights are written as
 a diffusers-layout folder, which is the project's embedded default generator.
+
+`init_from` starts a run from another run's checkpoint (its weights only: a fresh optimizer, learning-rate
+schedule and EMA) — a fine-tuning stage, the way Stable Diffusion 2's v-prediction model was fine-tuned
+from its epsilon-prediction base: `vae_steps: 0` keeps the trained VAE, `stack.prediction_type` may change.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class TinyPriorTrainer(L.LightningModule):
         ema_decay: float = 0.999,
         output_dir: str = "outputs/tiny-fashion-prior",
         save_dtype: str = "float16",
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +70,33 @@ class TinyPriorTrainer(L.LightningModule):
         # Training wall time, summed over resumed runs (the model card reports it).
         self.register_buffer("train_seconds", torch.zeros((), dtype=torch.float64))
         self._batch_started = None
+        if init_from:
+            self._initialise_from(Path(init_from))
+
+    def _initialise_from(self, path: Path) -> None:
+        """Weights, latent scale and wall time of another prior run's checkpoint; the EMA restarts from
+        these weights at the first step, so it never averages in the earlier objective's weights."""
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: {path} is not a file (a checkpoint of the prior trainer)")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+            raise ValueError(f"init_from: {path} is not a readable Lightning checkpoint ({err})") from err
+        state = saved.get("state_dict") if isinstance(saved, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"init_from: {path} holds no state_dict: not a checkpoint of the prior trainer")
+        own = self.state_dict()
+        wrong = sorted(k for k in own if k not in state or getattr(state[k], "shape", None) != own[k].shape)
+        extra = sorted(k for k in state if k not in own)
+        if wrong or extra:
+            raise ValueError(
+                f"init_from: {path} was trained with another stack: {len(wrong)} weight(s) missing or of "
+                f"another shape (first: {wrong[:3]}), {len(extra)} unknown (first: {extra[:3]}); "
+                "give the same stack sizes as the run it comes from"
+            )
+        self.load_state_dict(state)
+        for ema in (self.ema_unet, self.ema_text_encoder):
+            ema.n_averaged.zero_()  # AveragedModel copies the weights at its next update
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints from before wall-time recording: start the clock at zero rather than refuse them.
@@ -170,6 +202,8 @@ class TinyPriorTrainer(L.LightningModule):
             "train_seconds": round(float(self.train_seconds), 1),
             "hardware": describe_hardware(),
             "latent_scaling_factor": float(self.latent_scale),
+            "prediction_type": self.parts.scheduler.config.prediction_type,
+            "initialised_from": self.hparams.init_from,
         }
         (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
         # The attribute thresholds its captions were built with: "dark" means darker than most of the

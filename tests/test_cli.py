@@ -67,6 +67,56 @@ def test_train_fit_runs_the_prior_recipe_on_tiny_settings(tmp_path):
     assert parts.vae.config.scaling_factor != 1.0  # measured from latents at the stage switch
 
 
+def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
+    """configs/prior-v2-vpred.yaml on a stage-1 checkpoint: the VAE and latent scale stay as trained, the
+    exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint of another
+    stack is refused with what to do."""
+    import torch
+
+    import train
+
+    stage1_config, stage2_config = (
+        str(REPO / "configs/prior-v2.yaml"),
+        str(REPO / "configs/prior-v2-vpred.yaml"),
+    )
+    tiny = ["--trainer.logger=false", "--trainer.callbacks=null", "--trainer.limit_val_batches=1",
+            "--trainer.val_check_interval=2", "--data.init_args.batch_size=8",
+            "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    stage1 = train.cli_main([
+        "fit", "--config", stage1_config, *tiny, "--trainer.max_steps=4",
+        "--model.init_args.vae_steps=2", "--model.init_args.unet_steps=2",
+        f"--model.init_args.output_dir={tmp_path / 'eps'}",
+    ])  # fmt: skip
+    stage1.trainer.save_checkpoint(tmp_path / "stage1.ckpt")
+    vae_before = {k: v.clone() for k, v in stage1.model.vae.state_dict().items()}
+    out = tmp_path / "v"
+    stage2 = train.cli_main([
+        "fit", "--config", stage1_config, "--config", stage2_config, *tiny, "--trainer.max_steps=1",
+        f"--model.init_args.init_from={tmp_path / 'stage1.ckpt'}", f"--model.init_args.output_dir={out}",
+    ])  # fmt: skip
+    module = stage2.model
+    assert all(torch.equal(module.vae.state_dict()[k], v) for k, v in vae_before.items())
+    assert float(module.latent_scale) == float(stage1.model.latent_scale) > 0
+    assert int(stage1.model.ema_unet.n_averaged) == 2 and int(module.ema_unet.n_averaged) == 1  # restarted
+    from diffexpand.models import load_sd_components
+
+    parts = load_sd_components(out)
+    assert parts.scheduler.config.prediction_type == "v_prediction"
+    info = json.loads((out / "training_info.json").read_text())
+    assert (
+        info["initialised_from"] == str(tmp_path / "stage1.ckpt")
+        and info["prediction_type"] == "v_prediction"
+    )
+
+    from lightning_modules.prior import TinyPriorTrainer
+
+    with pytest.raises(ValueError, match="trained with another stack.*same stack sizes"):
+        TinyPriorTrainer(init_from=str(tmp_path / "stage1.ckpt"))  # v1 sizes, v2 checkpoint
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable Lightning checkpoint"):
+        TinyPriorTrainer(init_from=str(tmp_path / "junk.ckpt"))
+
+
 def test_expand_predict_writes_a_synthetic_set(tiny_sd_dir, tmp_path):
     import expand
 
