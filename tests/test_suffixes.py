@@ -174,3 +174,20 @@ def test_diffii_generates_suffixes_from_the_real_images(tiny_sd_dir, tiny_concep
     assert len(list(cache.glob("suffixes-*.json"))) == 1
     expand.cli_main([*args[:1], f"--output_dir={tmp_path / 'again'}", *args[2:]])  # cached: no new request
     assert len(chat_endpoint) == 1
+
+
+def test_attribute_suffixes_are_captions_the_v2_prior_was_trained_on():
+    """Each suffix, appended the way Diff-II appends it, is a caption the attribute captioner writes for
+    some image: the words are in the prior's vocabulary, in the order and form its captions use."""
+    from itertools import product
+
+    from diffexpand.data.attributes import ATTRIBUTE_WORDS, attribute_caption
+    from diffexpand.suffixes.presets import attribute_suffixes
+
+    captions = set()
+    for words in product(*[(None, *pair) for pair in ATTRIBUTE_WORDS.values()]):
+        captions.add(attribute_caption("a photo of a {}", "top", [w for w in words if w is not None]))
+    suffixes = attribute_suffixes()
+    assert len(suffixes) == len(set(suffixes)) == 6 + 12
+    assert all(f"a photo of a top, {s}" in captions for s in suffixes)
+    assert SUFFIX_PRESETS["fashion_mnist_attributes"] == suffixes

@@ -8,6 +8,23 @@ copy of the paper's lists; generate dataset-specific ones with `diffexpand.suffi
 
 from __future__ import annotations
 
+from itertools import combinations, product
+
+from diffexpand.data.attributes import ATTRIBUTE_WORDS
+
+
+def attribute_suffixes() -> list[str]:
+    """Every suffix the attribute-caption prior (v2) was trained on: each attribute word alone, then
+    each pair of words from two attributes, in caption order ("dark", ..., "dark, patterned", ...)."""
+    singles = [word for words in ATTRIBUTE_WORDS.values() for word in words]
+    pairs = [
+        f"{a}, {b}"
+        for first, second in combinations(ATTRIBUTE_WORDS.values(), 2)
+        for a, b in product(first, second)
+    ]
+    return singles + pairs
+
+
 SUFFIX_PRESETS: dict[str, list[str]] = {
     "cub": [
         "perched on a thin branch",
@@ -110,6 +127,10 @@ SUFFIX_PRESETS: dict[str, list[str]] = {
         "light",
         "with a pattern",
     ],
+    # For a prior trained on attribute captions ("a photo of a top, dark, patterned"): the whole
+    # vocabulary its text encoder learned, in the form its captions use (18, more than the paper's ten:
+    # the subset a benchmark uses is chosen on the validation split, as some words lean on fine classes).
+    "fashion_mnist_attributes": attribute_suffixes(),
 }
 
 
