@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# overlays (base/ parts, paper/ presets: tests/test_paper_presets.py) and sweeps are not whole configs
-NOT_WHOLE = {"sweeps", "base", "paper"}
+# overlays (base/ parts, paper/ presets: tests/test_paper_presets.py; stages/: a later training stage
+# over its first stage's config, test_prior_v2_stage_two_...) and sweeps are not whole configs
+NOT_WHOLE = {"sweeps", "base", "paper", "stages"}
 CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not NOT_WHOLE & set(c.parts))
 
 
@@ -68,16 +69,16 @@ def test_train_fit_runs_the_prior_recipe_on_tiny_settings(tmp_path):
 
 
 def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
-    """configs/prior-v2-vpred.yaml on a stage-1 checkpoint: the VAE and latent scale stay as trained, the
-    exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint of another
-    stack is refused with what to do."""
+    """configs/stages/prior-v2-vpred.yaml on a stage-1 checkpoint: the VAE and latent scale stay as
+    trained, the exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint
+    of another stack is refused with what to do."""
     import torch
 
     import train
 
     stage1_config, stage2_config = (
         str(REPO / "configs/prior-v2.yaml"),
-        str(REPO / "configs/prior-v2-vpred.yaml"),
+        str(REPO / "configs/stages/prior-v2-vpred.yaml"),
     )
     tiny = ["--trainer.logger=false", "--trainer.callbacks=null", "--trainer.limit_val_batches=1",
             "--trainer.val_check_interval=2", "--data.init_args.batch_size=8",
