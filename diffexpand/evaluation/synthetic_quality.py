@@ -43,9 +43,8 @@ def fashion_mnist_reference_images(n: int, split: str = "validation", size: int 
     if split == "test":
         return fashion_mnist_test_images(n, size)
     x, labels = load_fashion_mnist("train")
-    classes = len(np.unique(labels))
-    if n > VALIDATION_PER_CLASS * classes:
-        held = VALIDATION_PER_CLASS * classes
+    held = VALIDATION_PER_CLASS * len(np.unique(labels))
+    if n > held:
         raise ValueError(f"the validation split holds {held} images; asked for {n} reference images")
     # The whole split's indices, sorted, and their first n: Fashion-MNIST's training file is shuffled,
     # so a prefix holds every class in about equal share, and a smaller reference is a prefix of a larger.
