@@ -81,7 +81,13 @@ class TinyPriorTrainer(L.LightningModule):
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-            raise ValueError(f"init_from: {path} is not a readable Lightning checkpoint ({err})") from err
+            from diffexpand.models.identity import corrupt_file_error
+
+            raise corrupt_file_error(
+                path,
+                f"not a readable Lightning checkpoint ({type(err).__name__})",
+                "give init_from the last.ckpt of a finished or interrupted prior run, or train that run again",
+            ) from err
         state = saved.get("state_dict") if isinstance(saved, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"init_from: {path} holds no state_dict: not a checkpoint of the prior trainer")

@@ -18,6 +18,16 @@ os.environ["WANDB_SILENT"] = "true"
 # Runs of shipped configs whose W&B folder a test does not choose go here, not into the checkout.
 os.environ["WANDB_DIR"] = tempfile.mkdtemp(prefix="diffexpand-test-wandb-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (`make test` runs one worker per core) each worker keeps to its share of the cores:
+# torch's default of one thread per core in every worker oversubscribes the machine, which on a 2-core
+# machine made steps several times slower. Subprocesses the tests start inherit the same share.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    os.environ.setdefault("MKL_NUM_THREADS", str(_share))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 class NetworkAccessError(RuntimeError):

@@ -20,7 +20,7 @@ OUTPUT_KEYS = {
     "default_root_dir", "dirpath", "save_dir", "dir", "log_dir", "output_dir", "out", "out_dir",
     "export_path", "cache_dir", "root",
 }  # fmt: skip
-NOT_WHOLE = {"sweeps", "base", "paper", "stages"}
+NOT_WHOLE = {"sweeps", "base", "paper"}
 CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not NOT_WHOLE & set(c.parts))
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# overlays (base/ parts, paper/ presets: tests/test_paper_presets.py; stages/: a later training stage
-# over its first stage's config, test_prior_v2_stage_two_...) and sweeps are not whole configs
-NOT_WHOLE = {"sweeps", "base", "paper", "stages"}
+# overlays (base/ parts, paper/ presets: tests/test_paper_presets.py) and sweeps are not whole configs
+NOT_WHOLE = {"sweeps", "base", "paper"}
 CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if not NOT_WHOLE & set(c.parts))
 
 
@@ -68,23 +67,22 @@ def test_train_fit_runs_the_prior_recipe_on_tiny_settings(tmp_path):
     assert parts.vae.config.scaling_factor != 1.0  # measured from latents at the stage switch
 
 
-def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
-    """configs/stages/prior-v2-vpred.yaml on a stage-1 checkpoint: the VAE and latent scale stay as
-    trained, the exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint
-    of another stack is refused with what to do."""
+def test_init_from_fine_tunes_an_epsilon_run_with_v_prediction(tmp_path):
+    """`init_from` on another prior run's checkpoint: the VAE and latent scale stay as trained, the
+    exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint of another
+    stack, or an unreadable one, is refused with what to do."""
     import torch
 
     import train
+    from diffexpand.models.identity import CorruptModelFileError
 
-    stage1_config, stage2_config = (
-        str(REPO / "configs/prior-v2.yaml"),
-        str(REPO / "configs/stages/prior-v2-vpred.yaml"),
-    )
+    config = str(REPO / "configs/prior-v2.yaml")
     tiny = ["--trainer.logger=false", "--trainer.callbacks=null", "--trainer.limit_val_batches=1",
             "--trainer.val_check_interval=2", "--data.init_args.batch_size=8",
             "--trainer.enable_checkpointing=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
     stage1 = train.cli_main([
-        "fit", "--config", stage1_config, *tiny, "--trainer.max_steps=4",
+        "fit", "--config", config, *tiny, "--trainer.max_steps=4",
+        "--model.init_args.stack.prediction_type=epsilon",
         "--model.init_args.vae_steps=2", "--model.init_args.unet_steps=2",
         f"--model.init_args.output_dir={tmp_path / 'eps'}",
     ])  # fmt: skip
@@ -92,7 +90,8 @@ def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
     vae_before = {k: v.clone() for k, v in stage1.model.vae.state_dict().items()}
     out = tmp_path / "v"
     stage2 = train.cli_main([
-        "fit", "--config", stage1_config, "--config", stage2_config, *tiny, "--trainer.max_steps=1",
+        "fit", "--config", config, *tiny, "--trainer.max_steps=1",
+        "--model.init_args.vae_steps=0", "--model.init_args.unet_steps=1",
         f"--model.init_args.init_from={tmp_path / 'stage1.ckpt'}", f"--model.init_args.output_dir={out}",
     ])  # fmt: skip
     module = stage2.model
@@ -101,8 +100,8 @@ def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
     assert int(stage1.model.ema_unet.n_averaged) == 2 and int(module.ema_unet.n_averaged) == 1  # restarted
     from diffexpand.models import load_sd_components
 
-    parts = load_sd_components(out)
-    assert parts.scheduler.config.prediction_type == "v_prediction"
+    assert load_sd_components(tmp_path / "eps").scheduler.config.prediction_type == "epsilon"
+    assert load_sd_components(out).scheduler.config.prediction_type == "v_prediction"
     info = json.loads((out / "training_info.json").read_text())
     assert (
         info["initialised_from"] == str(tmp_path / "stage1.ckpt")
@@ -114,7 +113,7 @@ def test_prior_v2_stage_two_fine_tunes_stage_one_with_v_prediction(tmp_path):
     with pytest.raises(ValueError, match="trained with another stack.*same stack sizes"):
         TinyPriorTrainer(init_from=str(tmp_path / "stage1.ckpt"))  # v1 sizes, v2 checkpoint
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable Lightning checkpoint"):
+    with pytest.raises(CorruptModelFileError, match="junk.ckpt cannot be read.*give init_from the last.ckpt"):
         TinyPriorTrainer(init_from=str(tmp_path / "junk.ckpt"))
 
 
