@@ -3,9 +3,10 @@
 One `fit` runs both stages (`vae_steps`, then `unet_steps`); at the end the EMA weights are written as
 a diffusers-layout folder, which is the project's embedded default generator.
 
-`init_from` starts a run from another run's checkpoint (its weights only: a fresh optimizer, learning-rate
-schedule and EMA) — a fine-tuning stage, the way Stable Diffusion 2's v-prediction model was fine-tuned
-from its epsilon-prediction base: `vae_steps: 0` keeps the trained VAE, `stack.prediction_type` may change.
+`init_from` starts a run from another run's checkpoint or exported prior folder (its weights only: a
+fresh optimizer, learning-rate schedule and EMA) — a fine-tuning stage, the way Stable Diffusion 2's
+v-prediction model was fine-tuned from its epsilon-prediction base: `vae_steps: 0` keeps the trained
+VAE, `stack.prediction_type` may change.
 """
 
 from __future__ import annotations
@@ -74,23 +75,17 @@ class TinyPriorTrainer(L.LightningModule):
             self._initialise_from(Path(init_from))
 
     def _initialise_from(self, path: Path) -> None:
-        """Weights, latent scale and wall time of another prior run's checkpoint; the EMA restarts from
-        these weights at the first step, so it never averages in the earlier objective's weights."""
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from: {path} is not a file (a checkpoint of the prior trainer)")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-            from diffexpand.models.identity import corrupt_file_error
-
-            raise corrupt_file_error(
-                path,
-                f"not a readable Lightning checkpoint ({type(err).__name__})",
-                "give init_from the last.ckpt of a finished or interrupted prior run, or train that run again",
-            ) from err
-        state = saved.get("state_dict") if isinstance(saved, dict) else None
-        if not isinstance(state, dict):
-            raise ValueError(f"init_from: {path} holds no state_dict: not a checkpoint of the prior trainer")
+        """Weights, latent scale and wall time of another prior run: its Lightning checkpoint, or an
+        exported prior folder (diffusers layout; its weights are the EMA weights). The EMA restarts
+        from these weights at the first step, so it never averages in an earlier objective's weights."""
+        if path.is_dir():
+            state = self._state_from_prior_folder(path)
+        elif path.is_file():
+            state = self._state_from_checkpoint(path)
+        else:
+            raise FileNotFoundError(
+                f"init_from: {path} is neither a checkpoint of the prior trainer nor an exported prior folder"
+            )
         own = self.state_dict()
         wrong = sorted(k for k in own if k not in state or getattr(state[k], "shape", None) != own[k].shape)
         extra = sorted(k for k in state if k not in own)
@@ -100,9 +95,45 @@ class TinyPriorTrainer(L.LightningModule):
                 f"another shape (first: {wrong[:3]}), {len(extra)} unknown (first: {extra[:3]}); "
                 "give the same stack sizes as the run it comes from"
             )
-        self.load_state_dict(state)
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
         for ema in (self.ema_unet, self.ema_text_encoder):
             ema.n_averaged.zero_()  # AveragedModel copies the weights at its next update
+
+    @staticmethod
+    def _state_from_checkpoint(path: Path) -> dict:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+            from diffexpand.models.identity import corrupt_file_error
+
+            raise corrupt_file_error(
+                path,
+                f"not a readable Lightning checkpoint ({type(err).__name__})",
+                "give init_from the last.ckpt of a prior run, or train that run again",
+            ) from err
+        state = saved.get("state_dict") if isinstance(saved, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"init_from: {path} holds no state_dict: not a checkpoint of the prior trainer")
+        return state
+
+    def _state_from_prior_folder(self, path: Path) -> dict:
+        """The trainer's state built from an exported prior: its VAE, UNet and text encoder (loaded and
+        checked part by part), its latent scaling factor and, from training_info.json, its wall time.
+        Weights the export does not hold (the noise schedule) stay this run's own."""
+        from diffexpand.models import load_sd_components
+
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(
+                f"init_from: {path} holds no model_index.json: not an exported prior folder"
+            )
+        parts = load_sd_components(path)
+        state = dict(self.state_dict())
+        for name in ("vae", "unet", "text_encoder"):
+            for key, value in getattr(parts, name).state_dict().items():
+                state[f"{name}.{key}"] = value
+        state["latent_scale"] = torch.tensor(float(parts.vae.config.scaling_factor))
+        state["train_seconds"] = torch.tensor(_recorded_train_seconds(path), dtype=torch.float64)
+        return state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Checkpoints from before wall-time recording: start the clock at zero rather than refuse them.
@@ -197,13 +228,22 @@ class TinyPriorTrainer(L.LightningModule):
     def on_train_end(self) -> None:
         if not self.trainer.is_global_zero or not self.hparams.output_dir:
             return
-        out = Path(self.hparams.output_dir)
+        self.saved_to = self.export(  # train.py names it with the run's other outputs
+            Path(self.hparams.output_dir),
+            global_step=self.global_step,
+            batch_size=self.trainer.train_dataloader.batch_size,
+            captioner=getattr(self.trainer.datamodule, "captioner", None),
+        )
+
+    def export(self, out: Path, *, global_step: int, batch_size: int | None, captioner=None) -> Path:
+        """The EMA weights as a diffusers folder, with training_info.json and, for attribute captions,
+        the captioner's thresholds (tools/export_prior.py calls it on a checkpoint of a running run)."""
         self.export_components().save_pretrained(out, dtype=getattr(torch, self.hparams.save_dtype))
         info = {
             "vae_steps": self.hparams.vae_steps,
             "unet_steps_scheduled": self.hparams.unet_steps,
-            "unet_steps_trained": max(0, self.global_step - self.hparams.vae_steps),
-            "batch_size": self.trainer.train_dataloader.batch_size,
+            "unet_steps_trained": max(0, global_step - self.hparams.vae_steps),
+            "batch_size": batch_size,
             "vae_batch_size": self.hparams.vae_batch_size,
             "train_seconds": round(float(self.train_seconds), 1),
             "hardware": describe_hardware(),
@@ -214,10 +254,25 @@ class TinyPriorTrainer(L.LightningModule):
         (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
         # The attribute thresholds its captions were built with: "dark" means darker than most of the
         # metaclass, and evaluating the prior's attribute words needs the same thirds.
-        captioner = getattr(self.trainer.datamodule, "captioner", None)
         if captioner is not None:
             captioner.save(out)
-        self.saved_to = out  # train.py names it with the run's other outputs
+        return out
+
+
+def _recorded_train_seconds(folder: Path) -> float:
+    """The wall time an exported prior's training_info.json records (0 when it has none)."""
+    info_file = folder / "training_info.json"
+    if not info_file.is_file():
+        return 0.0
+    try:
+        seconds = json.loads(info_file.read_text())["train_seconds"]
+        if not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError(f"train_seconds is {seconds!r}, not a number of seconds")
+    except (ValueError, KeyError, TypeError) as err:
+        from diffexpand.models.identity import corrupt_file_error
+
+        raise corrupt_file_error(info_file, f"no readable train_seconds ({err})") from err
+    return float(seconds)
 
 
 def describe_hardware() -> str:

@@ -68,9 +68,9 @@ def test_train_fit_runs_the_prior_recipe_on_tiny_settings(tmp_path):
 
 
 def test_init_from_fine_tunes_an_epsilon_run_with_v_prediction(tmp_path):
-    """`init_from` on another prior run's checkpoint: the VAE and latent scale stay as trained, the
-    exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint of another
-    stack, or an unreadable one, is refused with what to do."""
+    """`init_from` on another prior run's checkpoint or exported folder: the VAE and latent scale stay as
+    trained, the exported scheduler predicts v, the EMA restarts from the loaded weights; a checkpoint of
+    another stack, or an unreadable checkpoint or folder, is refused with what to do."""
     import torch
 
     import train
@@ -108,11 +108,49 @@ def test_init_from_fine_tunes_an_epsilon_run_with_v_prediction(tmp_path):
         and info["prediction_type"] == "v_prediction"
     )
 
+    # The exported stage-1 folder (EMA weights, saved in float16) starts a run the same way.
+    from diffexpand.models.tiny import TinySDConfig
     from lightning_modules.prior import TinyPriorTrainer
+
+    stack = TinySDConfig(**dict(stage2.model.hparams.stack))  # the parsed config holds it as a dict
+    from_folder = TinyPriorTrainer(stack=stack, vae_steps=0, init_from=str(tmp_path / "eps"))
+    exported = load_sd_components(tmp_path / "eps")
+    for name in ("vae", "unet", "text_encoder"):
+        got, want = getattr(from_folder, name).state_dict(), getattr(exported, name).state_dict()
+        assert all(torch.equal(got[k], want[k].float()) for k in want), name
+    assert float(from_folder.latent_scale) == exported.vae.config.scaling_factor > 0
+    assert (
+        float(from_folder.train_seconds)
+        == json.loads((tmp_path / "eps/training_info.json").read_text())["train_seconds"]
+    )
+    # tools/export_prior.py writes the same folder from the run's checkpoint
+    from tools.export_prior import export_checkpoint
+
+    again = export_checkpoint(tmp_path / "stage1.ckpt", tmp_path / "exported")
+    for name in ("vae", "unet", "text_encoder"):
+        got, want = (
+            getattr(load_sd_components(again), name).state_dict(),
+            getattr(exported, name).state_dict(),
+        )
+        assert all(torch.equal(got[k], want[k]) for k in want), name
+    for file in ("training_info.json", "captioner.json"):
+        assert json.loads((again / file).read_text()) == json.loads((tmp_path / "eps" / file).read_text())
+    with pytest.raises(CorruptModelFileError, match="junk.ckpt cannot be read.*export another checkpoint"):
+        (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+        export_checkpoint(tmp_path / "junk.ckpt", tmp_path / "nowhere")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="other.ckpt is not a checkpoint of the prior trainer"):
+        export_checkpoint(tmp_path / "other.ckpt", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+    (tmp_path / "eps/training_info.json").write_text('{"train_seconds": "an hour"}')
+    with pytest.raises(CorruptModelFileError, match="training_info.json cannot be read.*train_seconds"):
+        TinyPriorTrainer(stack=stack, init_from=str(tmp_path / "eps"))
+    with pytest.raises(FileNotFoundError, match="no model_index.json: not an exported prior folder"):
+        TinyPriorTrainer(stack=stack, init_from=str(tmp_path))
 
     with pytest.raises(ValueError, match="trained with another stack.*same stack sizes"):
         TinyPriorTrainer(init_from=str(tmp_path / "stage1.ckpt"))  # v1 sizes, v2 checkpoint
-    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CorruptModelFileError, match="junk.ckpt cannot be read.*give init_from the last.ckpt"):
         TinyPriorTrainer(init_from=str(tmp_path / "junk.ckpt"))
 

@@ -1,0 +1,75 @@
+"""Export a prior run's checkpoint as a diffusers folder, e.g. to look at a run that is still training.
+
+    python tools/export_prior.py runs/prior-v2/checkpoints/last.ckpt outputs/prior-v2-snapshot
+    python tools/evaluate_prior.py --prior outputs/prior-v2-snapshot --realism-n 500
+
+Writes what a finished run writes at its end (the EMA weights, training_info.json with the steps trained
+so far, the attribute captioner's thresholds for a run with attribute captions). The checkpoint is read
+with `weights_only=True` (no pickled code runs); one of another kind is refused with the file named.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    import torch
+
+    from diffexpand.models.identity import corrupt_file_error
+    from lightning_modules.prior import TinyPriorTrainer
+
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a file (a checkpoint of the prior trainer)")
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        problem = f"not a readable Lightning checkpoint ({type(err).__name__})"
+        raise corrupt_file_error(checkpoint, problem, "export another checkpoint") from err
+    hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
+    if not isinstance(hparams, dict) or "stack" not in hparams or "state_dict" not in saved:
+        raise ValueError(f"{checkpoint} is not a checkpoint of the prior trainer (lightning_modules/prior)")
+    from diffexpand.models.tiny import TinySDConfig
+
+    stack = hparams["stack"]
+    stack = TinySDConfig(**stack) if isinstance(stack, dict) else stack
+    # init_from only says where the run started; its weights are already in this checkpoint.
+    settings = {k: v for k, v in hparams.items() if not k.startswith("_")}  # LightningCLI's _class_path
+    module = TinyPriorTrainer(**(settings | {"stack": stack, "init_from": None}))
+    module.load_state_dict(saved["state_dict"])
+    module.hparams.init_from = hparams.get("init_from")  # recorded in training_info.json as it was
+    data = saved.get("datamodule_hyper_parameters") or {}
+    return module.export(
+        out,
+        global_step=int(saved.get("global_step", 0)),
+        batch_size=data.get("batch_size"),
+        captioner=_captioner(data),
+    )
+
+
+def _captioner(data: dict):
+    """The attribute captioner a run with attribute captions used: fitted on the training split, as the
+    data module fits it (deterministic, so the thresholds are the run's)."""
+    if data.get("caption") != "attributes":
+        return None
+    from diffexpand.data.attributes import AttributeCaptioner
+    from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, load_fashion_mnist, resize_uint8
+
+    images, labels = load_fashion_mnist("train", data.get("root"))
+    size = int(data.get("image_size", 32))
+    return AttributeCaptioner.fit(resize_uint8(images, size), [METACLASS_OF_CLASS[y] for y in labels])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint of a prior run (train.py fit)")
+    parser.add_argument("out", type=Path, help="the folder to write (diffusers layout)")
+    args = parser.parse_args(argv)
+    print(f"exported to {export_checkpoint(args.checkpoint, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
