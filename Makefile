@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint prior oracle clip clean
+.PHONY: setup data test demo bench lint prior prior-v2-stage1 oracle clip clean
 
 setup: $(STAMP) data
 
@@ -53,6 +53,15 @@ prior: setup
 	$(PY) train.py fit --config configs/prior.yaml --model.init_args.output_dir=assets/tiny-fashion-prior \
 		$(call ASSET_RUN,prior-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
+
+# The prior v2 (issue 20) trains across CPU sessions, and only what is committed survives a session: its
+# first stage (the VAE and the first UNet steps of configs/prior-v2.yaml) is kept as
+# assets/tiny-fashion-prior-v2-stage1, which the next stage starts from (init_from).
+prior-v2-stage1: setup
+	$(PY) train.py fit --config configs/prior-v2.yaml \
+		--model.init_args.output_dir=assets/tiny-fashion-prior-v2-stage1 $(call ASSET_RUN,prior-v2-asset)
+	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2-stage1 \
+		--out assets/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
 
 oracle: setup
 	$(PY) train.py fit --config configs/oracle.yaml --model.init_args.output_dir=assets/fashion-oracle \

@@ -98,6 +98,8 @@ class TinyPriorTrainer(L.LightningModule):
         self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
         for ema in (self.ema_unet, self.ema_text_encoder):
             ema.n_averaged.zero_()  # AveragedModel copies the weights at its next update
+        if self.hparams.vae_steps > 0:
+            self.latent_scale.zero_()  # the VAE trains again: its latents' std is measured again
 
     @staticmethod
     def _state_from_checkpoint(path: Path) -> dict:
@@ -119,7 +121,8 @@ class TinyPriorTrainer(L.LightningModule):
     def _state_from_prior_folder(self, path: Path) -> dict:
         """The trainer's state built from an exported prior: its VAE, UNet and text encoder (loaded and
         checked part by part), its latent scaling factor and, from training_info.json, its wall time.
-        Weights the export does not hold (the noise schedule) stay this run's own."""
+        Entries the export does not hold (the noise schedule, the EMA copies) stay this run's own; a
+        weight of this run's parts that the folder lacks is reported as missing by the caller."""
         from diffexpand.models import load_sd_components
 
         if not (path / "model_index.json").is_file():
@@ -127,12 +130,26 @@ class TinyPriorTrainer(L.LightningModule):
                 f"init_from: {path} holds no model_index.json: not an exported prior folder"
             )
         parts = load_sd_components(path)
-        state = dict(self.state_dict())
+        _check_same_architecture(path, self.parts, parts)
+        own_parts = ("vae.", "unet.", "text_encoder.")
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith(own_parts)}
         for name in ("vae", "unet", "text_encoder"):
             for key, value in getattr(parts, name).state_dict().items():
                 state[f"{name}.{key}"] = value
-        state["latent_scale"] = torch.tensor(float(parts.vae.config.scaling_factor))
-        state["train_seconds"] = torch.tensor(_recorded_train_seconds(path), dtype=torch.float64)
+        info = _training_info(path)
+        scale = parts.vae.config.scaling_factor
+        if not isinstance(scale, int | float) or isinstance(scale, bool) or not 0 < scale < float("inf"):
+            from diffexpand.models.identity import corrupt_file_error
+
+            raise corrupt_file_error(
+                path / "vae/config.json", f"scaling_factor is {scale!r}, not a number > 0"
+            )
+        if info.get("latent_scaling_factor") == 0:
+            scale = 0.0  # exported before the UNet stage: the 1.0 in the VAE config is a placeholder
+        state["latent_scale"] = torch.tensor(float(scale))
+        state["train_seconds"] = torch.tensor(
+            _seconds(path, info.get("train_seconds", 0.0)), dtype=torch.float64
+        )
         return state
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -237,7 +254,9 @@ class TinyPriorTrainer(L.LightningModule):
 
     def export(self, out: Path, *, global_step: int, batch_size: int | None, captioner=None) -> Path:
         """The EMA weights as a diffusers folder, with training_info.json and, for attribute captions,
-        the captioner's thresholds (tools/export_prior.py calls it on a checkpoint of a running run)."""
+        the captioner's thresholds (tools/export_prior.py calls it on a checkpoint of a running run).
+        The EMA weights are copied into this module's UNet and text encoder: call it when training
+        is over."""
         self.export_components().save_pretrained(out, dtype=getattr(torch, self.hparams.save_dtype))
         info = {
             "vae_steps": self.hparams.vae_steps,
@@ -256,23 +275,65 @@ class TinyPriorTrainer(L.LightningModule):
         # metaclass, and evaluating the prior's attribute words needs the same thirds.
         if captioner is not None:
             captioner.save(out)
+        else:
+            from diffexpand.data.attributes import CAPTIONER_FILE
+
+            (out / CAPTIONER_FILE).unlink(missing_ok=True)  # a previous export's, into the same folder
         return out
 
 
-def _recorded_train_seconds(folder: Path) -> float:
-    """The wall time an exported prior's training_info.json records (0 when it has none)."""
+def _training_info(folder: Path) -> dict:
+    """An exported prior's training_info.json ({} when it has none, as a prior from elsewhere)."""
     info_file = folder / "training_info.json"
     if not info_file.is_file():
-        return 0.0
+        return {}
     try:
-        seconds = json.loads(info_file.read_text())["train_seconds"]
-        if not isinstance(seconds, int | float) or not seconds >= 0:
-            raise ValueError(f"train_seconds is {seconds!r}, not a number of seconds")
-    except (ValueError, KeyError, TypeError) as err:
+        info = json.loads(info_file.read_text())
+        if not isinstance(info, dict):
+            raise ValueError(f"a JSON {type(info).__name__}, not an object")
+    except (ValueError, UnicodeDecodeError) as err:
         from diffexpand.models.identity import corrupt_file_error
 
-        raise corrupt_file_error(info_file, f"no readable train_seconds ({err})") from err
-    return float(seconds)
+        raise corrupt_file_error(info_file, f"not a JSON object ({err})") from err
+    return info
+
+
+def _seconds(folder: Path, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        from diffexpand.models.identity import corrupt_file_error
+
+        raise corrupt_file_error(
+            folder / "training_info.json", f"train_seconds is {value!r}, not a number of seconds"
+        )
+    return float(value)
+
+
+# The settings that change what a part computes without changing its weights' shapes.
+_SAME_CONFIG = {
+    "unet": ("attention_head_dim", "num_attention_heads", "block_out_channels", "layers_per_block",
+             "down_block_types", "up_block_types", "cross_attention_dim"),
+    "text_encoder": ("num_attention_heads", "num_hidden_layers", "hidden_act", "hidden_size"),
+    "vae": ("block_out_channels", "layers_per_block", "latent_channels"),
+}  # fmt: skip
+
+
+def _check_same_architecture(path: Path, own, other) -> None:
+    def config_of(part):
+        config = part.config if isinstance(part.config, dict) else part.config.to_dict()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}  # JSON has lists
+
+    differ = [
+        f"{name}.{key}: {config_of(getattr(other, name)).get(key)!r} there, "
+        f"{config_of(getattr(own, name)).get(key)!r} here"
+        for name, keys in _SAME_CONFIG.items()
+        for key in keys
+        if config_of(getattr(other, name)).get(key) != config_of(getattr(own, name)).get(key)
+    ]
+    if differ:
+        raise ValueError(
+            f"init_from: {path} was trained with another stack ({'; '.join(differ)}); "
+            "give the same stack settings as the run it comes from"
+        )
 
 
 def describe_hardware() -> str:

@@ -22,12 +22,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # torch's default of one thread per core in every worker oversubscribes the machine, which on a 2-core
 # machine made steps several times slower. Subprocesses the tests start inherit the same share.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
-    os.environ.setdefault("MKL_NUM_THREADS", str(_share))
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _share
     import torch
 
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    torch.set_num_threads(int(_share))
 
 
 class NetworkAccessError(RuntimeError):

@@ -18,7 +18,6 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     import torch
 
     from diffexpand.models.identity import corrupt_file_error
-    from lightning_modules.prior import TinyPriorTrainer
 
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a file (a checkpoint of the prior trainer)")
@@ -28,24 +27,58 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
         problem = f"not a readable Lightning checkpoint ({type(err).__name__})"
         raise corrupt_file_error(checkpoint, problem, "export another checkpoint") from err
     hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
-    if not isinstance(hparams, dict) or "stack" not in hparams or "state_dict" not in saved:
+    if not isinstance(hparams, dict) or not isinstance(saved.get("state_dict"), dict):
         raise ValueError(f"{checkpoint} is not a checkpoint of the prior trainer (lightning_modules/prior)")
-    from diffexpand.models.tiny import TinySDConfig
-
-    stack = hparams["stack"]
-    stack = TinySDConfig(**stack) if isinstance(stack, dict) else stack
-    # init_from only says where the run started; its weights are already in this checkpoint.
-    settings = {k: v for k, v in hparams.items() if not k.startswith("_")}  # LightningCLI's _class_path
-    module = TinyPriorTrainer(**(settings | {"stack": stack, "init_from": None}))
-    module.load_state_dict(saved["state_dict"])
+    module = _trainer_of(checkpoint, hparams)
+    state = saved["state_dict"]
+    module.on_load_checkpoint(saved)  # the defaults it gives checkpoints of older versions
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint}: its weights do not fit its own settings ({err})") from err
+    if int(module.ema_unet.n_averaged) == 0:
+        raise ValueError(
+            f"{checkpoint} was saved before the first UNet step: there are no trained UNet weights to "
+            "export yet; export a later checkpoint"
+        )
     module.hparams.init_from = hparams.get("init_from")  # recorded in training_info.json as it was
-    data = saved.get("datamodule_hyper_parameters") or {}
+    data = saved.get("datamodule_hyper_parameters")
+    data = data if isinstance(data, dict) else {}
+    batch_size = data.get("batch_size")
     return module.export(
         out,
         global_step=int(saved.get("global_step", 0)),
-        batch_size=data.get("batch_size"),
+        batch_size=batch_size if isinstance(batch_size, int) else None,
         captioner=_captioner(data),
     )
+
+
+def _trainer_of(checkpoint: Path, hparams: dict):
+    """The trainer the checkpoint's settings describe; settings this version does not know are refused
+    with their names (LightningCLI's own `_class_path` entries are not settings)."""
+    import inspect
+    from dataclasses import fields
+
+    from diffexpand.models.tiny import TinySDConfig
+    from lightning_modules.prior import TinyPriorTrainer
+
+    known = set(inspect.signature(TinyPriorTrainer.__init__).parameters) - {"self"}
+    settings = {k: v for k, v in hparams.items() if not k.startswith("_")}
+    stack = settings.get("stack") or {}
+    stack_known = {f.name for f in fields(TinySDConfig)}
+    unknown = sorted(set(settings) - known) + sorted(
+        f"stack.{k}" for k in (stack if isinstance(stack, dict) else {}) if k not in stack_known
+    )
+    if unknown or not isinstance(stack, dict | TinySDConfig):
+        raise ValueError(
+            f"{checkpoint}: settings this version of the prior trainer does not know: {unknown or ['stack']}"
+        )
+    stack = TinySDConfig(**stack) if isinstance(stack, dict) else stack
+    # init_from only says where the run started; its weights are already in this checkpoint.
+    try:
+        return TinyPriorTrainer(**(settings | {"stack": stack, "init_from": None}))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{checkpoint}: its settings do not build a prior trainer ({err})") from err
 
 
 def _captioner(data: dict):

@@ -53,6 +53,7 @@ WEIGHT_FILE = (
 # Committed artifacts and how to make them again (shown in load errors).
 ASSET_RECIPES = {
     "tiny-fashion-prior": "make prior",
+    "tiny-fashion-prior-v2-stage1": "make prior-v2-stage1",
     "fashion-oracle": "make oracle",
     "tiny-fashion-clip": "make clip",
     "concepts": "python train.py fit --config configs/concept.yaml",
