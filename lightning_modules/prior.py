@@ -322,13 +322,14 @@ def _check_same_architecture(path: Path, own, other) -> None:
         config = part.config if isinstance(part.config, dict) else part.config.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}  # JSON has lists
 
-    differ = [
-        f"{name}.{key}: {config_of(getattr(other, name)).get(key)!r} there, "
-        f"{config_of(getattr(own, name)).get(key)!r} here"
-        for name, keys in _SAME_CONFIG.items()
-        for key in keys
-        if config_of(getattr(other, name)).get(key) != config_of(getattr(own, name)).get(key)
-    ]
+    differ = []
+    for name, keys in _SAME_CONFIG.items():
+        theirs, ours = config_of(getattr(other, name)), config_of(getattr(own, name))
+        differ += [
+            f"{name}.{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
+            for k in keys
+            if theirs.get(k) != ours.get(k)
+        ]
     if differ:
         raise ValueError(
             f"init_from: {path} was trained with another stack ({'; '.join(differ)}); "
