@@ -84,19 +84,11 @@ def _default_checkpoint_folders(trainer: Trainer) -> None:
 
 def check_same_run(checkpoint: Path, model: LightningModule, datamodule: LightningDataModule | None) -> None:
     """Refuse to continue a checkpoint that another configuration wrote into the same folder."""
-    import torch
+    from diffexpand.models.identity import read_checkpoint
 
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch's message names no file; a refused pickle is also "damaged" here
-        from diffexpand.models.identity import corrupt_file_error
-
-        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise corrupt_file_error(
-            checkpoint,
-            f"not a checkpoint torch can read safely ({problem})",
-            "delete it to start the run afresh, or resume from another checkpoint (--ckpt_path)",
-        ) from err
+    saved = read_checkpoint(
+        checkpoint, "delete it to start the run afresh, or resume from another checkpoint (--ckpt_path)"
+    )
     datamodule_hparams = dict(getattr(datamodule, "hparams", {}))
     ours = {"hyper_parameters": dict(model.hparams), "datamodule_hyper_parameters": datamodule_hparams}
     changed = []

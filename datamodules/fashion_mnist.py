@@ -45,6 +45,13 @@ class FashionMNISTTensors(Dataset):
         return {"pixel_values": x, "label": int(self.labels[i]), "caption": caption}
 
 
+def training_split_captioner(root: str | None, image_size: int) -> AttributeCaptioner:
+    """The attribute captioner of the prior v2: thresholds from the whole training split at the size the
+    prior trains on (deterministic, so an exported run records the thresholds it trained with)."""
+    images, labels = load_fashion_mnist("train", root)
+    return AttributeCaptioner.fit(resize_uint8(images, image_size), [METACLASS_OF_CLASS[y] for y in labels])
+
+
 class FashionMNISTDataModule(L.LightningDataModule):
     """Train / test splits of Fashion-MNIST.
 
@@ -87,11 +94,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         attributes = None
         if hp.caption == "attributes":
             metaclasses = [METACLASS_OF_CLASS[y] for y in labels]
-            if self.captioner is None:  # thresholds from the whole training split, measured once
-                train_images, train_labels = load_fashion_mnist("train", hp.root)
-                self.captioner = AttributeCaptioner.fit(
-                    resize_uint8(train_images, hp.image_size), [METACLASS_OF_CLASS[y] for y in train_labels]
-                )
+            if self.captioner is None:  # measured once, for every split
+                self.captioner = training_split_captioner(hp.root, hp.image_size)
             attributes = self.captioner.words(pixels, metaclasses)
         return FashionMNISTTensors(
             pixels, torch.as_tensor(labels), captions, hflip, attributes, hp.attribute_dropout

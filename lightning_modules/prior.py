@@ -103,16 +103,9 @@ class TinyPriorTrainer(L.LightningModule):
 
     @staticmethod
     def _state_from_checkpoint(path: Path) -> dict:
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-            from diffexpand.models.identity import corrupt_file_error
+        from diffexpand.models.identity import read_checkpoint
 
-            raise corrupt_file_error(
-                path,
-                f"not a readable Lightning checkpoint ({type(err).__name__})",
-                "give init_from the last.ckpt of a prior run, or train that run again",
-            ) from err
+        saved = read_checkpoint(path, "give init_from the last.ckpt of a prior run, or train that run again")
         state = saved.get("state_dict") if isinstance(saved, dict) else None
         if not isinstance(state, dict):
             raise ValueError(f"init_from: {path} holds no state_dict: not a checkpoint of the prior trainer")

@@ -15,17 +15,11 @@ from pathlib import Path
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> Path:
-    import torch
-
-    from diffexpand.models.identity import corrupt_file_error
+    from diffexpand.models.identity import read_checkpoint
 
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{checkpoint} is not a file (a checkpoint of the prior trainer)")
-    try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        problem = f"not a readable Lightning checkpoint ({type(err).__name__})"
-        raise corrupt_file_error(checkpoint, problem, "export another checkpoint") from err
+    saved = read_checkpoint(checkpoint, "export another checkpoint")
     hparams = saved.get("hyper_parameters") if isinstance(saved, dict) else None
     if not isinstance(hparams, dict) or not isinstance(saved.get("state_dict"), dict):
         raise ValueError(f"{checkpoint} is not a checkpoint of the prior trainer (lightning_modules/prior)")
@@ -82,16 +76,12 @@ def _trainer_of(checkpoint: Path, hparams: dict):
 
 
 def _captioner(data: dict):
-    """The attribute captioner a run with attribute captions used: fitted on the training split, as the
-    data module fits it (deterministic, so the thresholds are the run's)."""
+    """The attribute captioner of a run with attribute captions (None for other captions)."""
     if data.get("caption") != "attributes":
         return None
-    from diffexpand.data.attributes import AttributeCaptioner
-    from diffexpand.data.fashion_mnist import METACLASS_OF_CLASS, load_fashion_mnist, resize_uint8
+    from datamodules.fashion_mnist import training_split_captioner
 
-    images, labels = load_fashion_mnist("train", data.get("root"))
-    size = int(data.get("image_size", 32))
-    return AttributeCaptioner.fit(resize_uint8(images, size), [METACLASS_OF_CLASS[y] for y in labels])
+    return training_split_captioner(data.get("root"), int(data.get("image_size", 32)))
 
 
 def main(argv: list[str] | None = None) -> None:

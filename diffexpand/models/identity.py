@@ -180,6 +180,19 @@ def corrupt_file_error(path: str | Path, problem: str, remedy: str | None = None
     )
 
 
+def read_checkpoint(path: str | Path, remedy: str) -> object:
+    """A torch checkpoint read without running pickled code (weights_only=True). Any failure to read it
+    raises the damaged-file error naming the file and `remedy`: torch's own message names no file, and a
+    refused pickle means the same to the user as a truncated file."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise corrupt_file_error(path, f"not a checkpoint torch can read safely ({problem})", remedy) from err
+
+
 def how_to_replace(path: str | Path) -> str:
     """What to do about a damaged file, by where it lives."""
     path = Path(path).resolve()
