@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint prior prior-v2-stage1 oracle clip clean
+.PHONY: setup data test demo bench lint prior prior-v2-stage1 prior-v2 oracle clip clean
 
 setup: $(STAMP) data
 
@@ -62,6 +62,14 @@ prior-v2-stage1: setup
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2-stage1 $(call ASSET_RUN,prior-v2-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2-stage1 \
 		--out assets/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
+
+# Stage 2 continues from the committed stage 1 (configs/prior-v2-stage2.yaml); both stages from nothing:
+# make prior-v2-stage1 prior-v2.
+prior-v2: setup
+	$(PY) train.py fit --config configs/prior-v2-stage2.yaml \
+		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage2-asset)
+	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
+		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
 
 oracle: setup
 	$(PY) train.py fit --config configs/oracle.yaml --model.init_args.output_dir=assets/fashion-oracle \

@@ -54,6 +54,7 @@ WEIGHT_FILE = (
 ASSET_RECIPES = {
     "tiny-fashion-prior": "make prior",
     "tiny-fashion-prior-v2-stage1": "make prior-v2-stage1",
+    "tiny-fashion-prior-v2": "make prior-v2",
     "fashion-oracle": "make oracle",
     "tiny-fashion-clip": "make clip",
     "concepts": "python train.py fit --config configs/concept.yaml",
