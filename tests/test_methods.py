@@ -78,6 +78,9 @@ def test_diffii_pairs_are_distinct_and_single_image_classes_fall_back_once():
         assert r["pair"] == "inversions" and len(set(r["source_ids"])) == 2
         assert set(r["source_ids"]) <= set(CTX.source_ids[r.label])
         assert r["suffix"] in {"on grass", "at night"} and r["prompt_with_suffix"].endswith(r["suffix"])
+    attributes = create_method("diffii", suffix_preset="fashion_mnist_attributes")
+    for r in _records(attributes, 10, labels=(0, 1)):  # ", dark" continues the prompt as v2's captions do
+        assert r["suffix"].startswith(", ") and r["prompt_with_suffix"] == r["prompt"] + r["suffix"]
     with pytest.warns(UserWarning, match="single real image") as caught:
         single = _records(method, 3, labels=(2,))
     assert len(caught) == 1

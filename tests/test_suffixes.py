@@ -181,6 +181,7 @@ def test_attribute_suffixes_are_captions_the_v2_prior_was_trained_on():
     some image: the words are in the prior's vocabulary, in the order and form its captions use."""
     from itertools import product
 
+    from diffexpand.concepts.metadata import with_suffix
     from diffexpand.data.attributes import ATTRIBUTE_WORDS, attribute_caption
     from diffexpand.suffixes.presets import attribute_suffixes
 
@@ -189,5 +190,5 @@ def test_attribute_suffixes_are_captions_the_v2_prior_was_trained_on():
         captions.add(attribute_caption("a photo of a {}", "top", [w for w in words if w is not None]))
     suffixes = attribute_suffixes()
     assert len(suffixes) == len(set(suffixes)) == 6 + 12
-    assert all(f"a photo of a top, {s}" in captions for s in suffixes)
+    assert all(with_suffix("a photo of a top", s) in captions for s in suffixes)
     assert SUFFIX_PRESETS["fashion_mnist_attributes"] == suffixes

@@ -76,7 +76,11 @@ def stock_template(template: str) -> str:
 
 
 def with_suffix(text: str, suffix: str) -> str:
-    return f"{text} {suffix}".strip() if suffix else text
+    """`text` then `suffix`, after a space unless the suffix opens with punctuation (", dark" continues
+    "a photo of a top" as the attribute captions of the prior v2 do: "a photo of a top, dark")."""
+    if not suffix:
+        return text
+    return f"{text}{suffix}" if suffix[0] in ",;:." else f"{text} {suffix}".strip()
 
 
 def class_prompt(template: str, class_index: int, tokens_per_class: int, metaclass: str, suffix="") -> str:

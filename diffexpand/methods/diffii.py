@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffexpand.cache import strings
+from diffexpand.concepts.metadata import with_suffix as append_suffix
 from diffexpand.finite import recompute_non_finite
 from diffexpand.sampling import Schedule, angle_between, cfg_model_fn, ddim_invert, ddim_sample
 from diffexpand.sampling.interpolation import lambda_from_fraction, spherical_inter_extrapolate
@@ -241,7 +242,7 @@ class DiffII(ExpansionMethod):
             "lambda_fraction": float(rng.random()),  # λ from it and α (lambda_in_range), once inverted
             "suffix": suffix,
             "prompt": prompt,
-            "prompt_with_suffix": f"{prompt} {suffix}".strip(),
+            "prompt_with_suffix": append_suffix(prompt, suffix),
             "split_ratio": self.split_ratio,
         }
 

@@ -15,10 +15,11 @@ from diffexpand.data.attributes import ATTRIBUTE_WORDS
 
 def attribute_suffixes() -> list[str]:
     """Every suffix the attribute-caption prior (v2) was trained on: each attribute word alone, then
-    each pair of words from two attributes, in caption order ("dark", ..., "dark, patterned", ...)."""
-    singles = [word for words in ATTRIBUTE_WORDS.values() for word in words]
+    each pair of words from two attributes, in caption order and form (", dark", ..., ", dark, patterned",
+    ...: appended to "a photo of a top" they give its captions)."""
+    singles = [f", {word}" for words in ATTRIBUTE_WORDS.values() for word in words]
     pairs = [
-        f"{a}, {b}"
+        f", {a}, {b}"
         for first, second in combinations(ATTRIBUTE_WORDS.values(), 2)
         for a, b in product(first, second)
     ]
