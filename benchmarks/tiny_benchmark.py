@@ -339,11 +339,12 @@ def main(argv=None) -> dict:
         default=None,
         help="also train on each set alone (default: the profile's choice, on for full)",
     )
-    parser.add_argument("--concept-args", nargs="*", default=[], help="extra train.py args for concepts")
-    parser.add_argument("--expand-args", nargs="*", default=[], help="extra expand.py args for every set")
-    parser.add_argument(
-        "--classifier-args", nargs="*", default=[], help="extra train.py args for classifiers"
-    )
+    # Repeatable, one setting each (--expand-args=--model.init_args.x=1 --expand-args=...): a value that
+    # starts with "--" only reaches the list through "=", and a repeated flag must add, not replace.
+    extra = {"nargs": "*", "action": "extend", "default": []}
+    parser.add_argument("--concept-args", **extra, help="extra train.py args for concepts")
+    parser.add_argument("--expand-args", **extra, help="extra expand.py args for every set")
+    parser.add_argument("--classifier-args", **extra, help="extra train.py args for classifiers")
     parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="not the profile's")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="not the profile's")
     parser.add_argument("--shots", nargs="+", type=int, default=None, help="not the profile's")

@@ -153,7 +153,11 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     )
 
     calls.clear()
-    tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--synthetic-only"])
+    extra = []
+    monkeypatch.setattr(tiny_benchmark, "make_set", lambda *args: extra.append(args[5]) or fake_set(*args))
+    settings = ["--expand-args=--model.init_args.pretrained=p", "--expand-args=--model.init_args.x=1"]
+    tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--synthetic-only", *settings])
+    assert extra[0] == ["--model.init_args.pretrained=p", "--model.init_args.x=1"]  # a repeated flag adds
     alone = [row for row, _, mix, _ in calls if mix == "synthetic_only"]
     assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]  # never Original
     assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()
