@@ -122,6 +122,19 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     return folder
 
 
+def reused(record: Path, settings: dict) -> dict:
+    """A finished stage's record, if it was made with these extra settings. Stages are found by name, so
+    a rerun into the same --out with other --expand-args / --classifier-args would otherwise report the
+    old set or accuracy as the new setting's. (A record without settings predates them: taken as is.)"""
+    done = json.loads(record.read_text())
+    if done.get("settings", settings) != settings:
+        raise ValueError(
+            f"{record} was made with other settings ({done['settings']}, now {settings}): give this run "
+            "another --out, or delete that stage to remake it"
+        )
+    return done
+
+
 def make_set(
     out: Path, method: str, shots: int, seed: int, concepts: Path, extra: list[str], paper: bool = False
 ) -> dict:
@@ -134,8 +147,9 @@ def make_set(
 
     folder = out / "sets" / f"{method}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
+    settings = {"extra": list(extra), "paper": paper}
     if info_file.is_file():
-        return json.loads(info_file.read_text())
+        return reused(info_file, settings)
     say(f"expanding with {method} ({shots}-shot seed {seed})")
     config = REPO / "configs" / "expand" / f"{method}.yaml"
     args = [
@@ -163,6 +177,7 @@ def make_set(
         "images_per_s": images / seconds,
         "faithfulness": quality["faithfulness"],
         "diversity": quality["diversity"],
+        "settings": settings,
     }
     info_file.write_text(json.dumps(info, indent=1) + "\n")
     return info
@@ -228,8 +243,9 @@ def classify(
     name = f"{slug(row)}{'-synthetic-only' if mixing == SYNTHETIC_ONLY else ''}-{shots}shot-seed{seed}"
     result_file = out / "classifier" / split / f"{name}.json"
     key = f"{split}/acc"  # the classifier names its final figures after the split
+    settings = {"extra": list(extra)}
     if result_file.is_file():
-        return json.loads(result_file.read_text())["metrics"][key]
+        return reused(result_file, settings)["metrics"][key]
     say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "
         f"({shots}-shot seed {seed}, evaluated on {split})")  # fmt: skip
     classify_args = [
@@ -249,7 +265,13 @@ def classify(
     ]
     cli = train.cli_main([*classify_args, *extra])
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(f"{split}/")}
-    result = {"split": split, "mixing": mixing, "synthetic": synthetic, "metrics": metrics}
+    result = {
+        "split": split,
+        "mixing": mixing,
+        "synthetic": synthetic,
+        "metrics": metrics,
+        "settings": settings,
+    }
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return metrics[key]

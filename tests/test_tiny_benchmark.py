@@ -161,3 +161,24 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     alone = [row for row, _, mix, _ in calls if mix == "synthetic_only"]
     assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]  # never Original
     assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
+    """Stages are found by name: a rerun into the same --out with other --expand-args or
+    --classifier-args must not report the old set or accuracy as the new setting's."""
+    folder = tmp_path / "sets" / "diffii-5shot-seed0"
+    folder.mkdir(parents=True)
+    made = {"folder": str(folder), "faithfulness": 0.9, "settings": {"extra": ["--a=1"], "paper": False}}
+    (folder / "bench.json").write_text(json.dumps(made))
+    assert tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, tmp_path, ["--a=1"]) == made
+    with pytest.raises(ValueError, match="bench.json was made with other settings.*another --out"):
+        tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, tmp_path, ["--a=2"])
+
+    result = tmp_path / "classifier" / "validation" / "Diff-II-5shot-seed0.json"
+    result.parent.mkdir(parents=True)
+    result.write_text(json.dumps({"metrics": {"validation/acc": 0.6}, "settings": {"extra": []}}))
+    assert tiny_benchmark.classify(tmp_path, "Diff-II", None, "replace", 5, 0, [], "validation") == 0.6
+    with pytest.raises(ValueError, match="other settings"):
+        tiny_benchmark.classify(
+            tmp_path, "Diff-II", None, "replace", 5, 0, ["--seed_everything=1"], "validation"
+        )
