@@ -104,7 +104,12 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     if not extra and (committed / "concepts.json").is_file():
         return committed
     folder = out / "concepts" / f"{shots}shot-seed{seed}"
-    if not (folder / "concepts.json").is_file():
+    record = folder.with_name(f"{folder.name}.bench.json")  # beside the folder: it stays a concept folder
+    settings = {"extra": list(extra)}
+    if (folder / "concepts.json").is_file():
+        if record.is_file():
+            reused(record, settings)
+    else:
         say(f"learning concepts for {shots}-shot seed {seed}")
         concept_args = [
             "fit",
@@ -119,13 +124,15 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
             "--trainer.enable_checkpointing=false",
         ]
         train.cli_main([*concept_args, *extra])
+        record.write_text(json.dumps({"settings": settings}, indent=1) + "\n")
     return folder
 
 
 def reused(record: Path, settings: dict) -> dict:
     """A finished stage's record, if it was made with these extra settings. Stages are found by name, so
-    a rerun into the same --out with other --expand-args / --classifier-args would otherwise report the
-    old set or accuracy as the new setting's. (A record without settings predates them: taken as is.)"""
+    a rerun into the same --out with other --concept-args / --expand-args / --classifier-args would
+    otherwise report the old concepts, set or accuracy as the new setting's. (A record without settings
+    predates them: taken as is.)"""
     done = json.loads(record.read_text())
     if done.get("settings", settings) != settings:
         raise ValueError(
@@ -363,10 +370,10 @@ def main(argv=None) -> dict:
     )
     # Repeatable, one setting each (--expand-args=--model.init_args.x=1 --expand-args=...): a value that
     # starts with "--" only reaches the list through "=", and a repeated flag must add, not replace.
-    extra = {"nargs": "*", "action": "extend", "default": []}
-    parser.add_argument("--concept-args", **extra, help="extra train.py args for concepts")
-    parser.add_argument("--expand-args", **extra, help="extra expand.py args for every set")
-    parser.add_argument("--classifier-args", **extra, help="extra train.py args for classifiers")
+    passthrough = {"nargs": "*", "action": "extend", "default": []}
+    parser.add_argument("--concept-args", **passthrough, help="extra train.py args for concepts")
+    parser.add_argument("--expand-args", **passthrough, help="extra expand.py args for every set")
+    parser.add_argument("--classifier-args", **passthrough, help="extra train.py args for classifiers")
     parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="not the profile's")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="not the profile's")
     parser.add_argument("--shots", nargs="+", type=int, default=None, help="not the profile's")

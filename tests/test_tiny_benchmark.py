@@ -182,3 +182,13 @@ def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_
         tiny_benchmark.classify(
             tmp_path, "Diff-II", None, "replace", 5, 0, ["--seed_everything=1"], "validation"
         )
+
+    concepts = tmp_path / "concepts" / "5shot-seed0"
+    concepts.mkdir(parents=True)
+    (concepts / "concepts.json").write_text("{}")
+    (tmp_path / "concepts" / "5shot-seed0.bench.json").write_text(
+        json.dumps({"settings": {"extra": ["--r=4"]}})
+    )
+    assert tiny_benchmark.ensure_concepts(tmp_path, 5, 0, ["--r=4"]) == concepts
+    with pytest.raises(ValueError, match="5shot-seed0.bench.json was made with other settings"):
+        tiny_benchmark.ensure_concepts(tmp_path, 5, 0, ["--r=8"])
