@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint prior prior-v2-stage1 prior-v2 oracle clip clean
+.PHONY: setup data test demo bench lint prior prior-v1 prior-v2-stage1 prior-v2 concepts oracle clip clean
 
 setup: $(STAMP) data
 
@@ -49,7 +49,11 @@ ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=run
 
 # Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
 # configs and tools write under outputs/ by default; only these targets write into assets/.
-prior: setup
+# The default prior, v2 (attribute captions), from nothing: both stages below.
+prior: prior-v2-stage1 prior-v2
+
+# The first prior (metaclass captions only), kept for comparison: configs/prior.yaml.
+prior-v1: setup
 	$(PY) train.py fit --config configs/prior.yaml --model.init_args.output_dir=assets/tiny-fashion-prior \
 		$(call ASSET_RUN,prior-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
@@ -70,6 +74,13 @@ prior-v2: setup
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage2-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
 		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
+
+# The committed concepts (5-shot, subset seed 0), learned on the default prior, and their card's figures.
+concepts: setup
+	$(PY) train.py fit --config configs/concept.yaml \
+		--model.init_args.output_dir=assets/concepts/fashion_mnist-5shot-seed0 $(call ASSET_RUN,concepts-asset)
+	$(PY) tools/evaluate_concepts.py assets/concepts/fashion_mnist-5shot-seed0 \
+		--out assets/concepts/fashion_mnist-5shot-seed0 --n 50
 
 oracle: setup
 	$(PY) train.py fit --config configs/oracle.yaml --model.init_args.output_dir=assets/fashion-oracle \

@@ -1,5 +1,5 @@
 """Committed artifacts (assets/) are defaults, never outputs: no shipped config or tool writes there unless
-asked (`make prior`, `make oracle`, or an explicit --out / output_dir)."""
+asked (`make prior`, `make concepts`, `make oracle`, or an explicit --out / output_dir)."""
 
 import argparse
 import importlib
@@ -72,14 +72,16 @@ def test_sweep_files_write_nowhere_in_assets():
 def make_overrides(target: str) -> list[str]:
     """The `--key=value` overrides of the `train.py fit` line of a Makefile target."""
     recipe = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
-    fit = next(line for line in recipe.splitlines() if "train.py fit" in line)
+    fit = next(line for line in recipe.replace("\\\n", " ").splitlines() if "train.py fit" in line)
     return [arg for arg in fit.split() if arg.startswith("--") and "=" in arg]
 
 
 @pytest.mark.parametrize(
     ("target", "config", "asset"),
     [
-        ("prior", "configs/prior.yaml", "tiny-fashion-prior"),
+        ("prior-v1", "configs/prior.yaml", "tiny-fashion-prior"),
+        ("prior-v2", "configs/prior-v2-stage2.yaml", "tiny-fashion-prior-v2"),
+        ("concepts", "configs/concept.yaml", "concepts/fashion_mnist-5shot-seed0"),
         ("oracle", "configs/oracle.yaml", "fashion-oracle"),
         ("clip", "configs/clip.yaml", "tiny-fashion-clip"),
     ],

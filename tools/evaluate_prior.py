@@ -1,6 +1,6 @@
 """Measure the committed tiny prior and write its model card figures.
 
-    python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior] [--oracle assets/fashion-oracle]
+    python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior-v2] [--oracle assets/fashion-oracle]
         [--out outputs/prior-quality/<prior folder name>]
 
 Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
@@ -9,7 +9,7 @@ Prints and writes quality.json and samples.png into --out: oracle metaclass accu
 their VAE reconstructions, 500 metaclass samples in the real class mix at each --realism-guidance), and,
 for a prior trained on attribute captions (its folder has captioner.json), attribute accuracy: does
 "a photo of a top, dark" give dark tops? The
-committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior`
+committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior-v2`
 (`make prior` does).
 """
 

@@ -52,12 +52,12 @@ WEIGHT_FILE = (
 
 # Committed artifacts and how to make them again (shown in load errors).
 ASSET_RECIPES = {
-    "tiny-fashion-prior": "make prior",
+    "tiny-fashion-prior": "make prior-v1",
     "tiny-fashion-prior-v2-stage1": "make prior-v2-stage1",
-    "tiny-fashion-prior-v2": "make prior-v2",
+    "tiny-fashion-prior-v2": "make prior",
     "fashion-oracle": "make oracle",
     "tiny-fashion-clip": "make clip",
-    "concepts": "python train.py fit --config configs/concept.yaml",
+    "concepts": "make concepts",
 }
 
 
