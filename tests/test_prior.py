@@ -84,17 +84,21 @@ def test_prior_does_not_know_fine_classes(prior, oracle):
 
 
 def test_inversion_round_trip_on_the_trained_prior(prior, test_images):
-    """DDIM inversion at CFG 1.0, then sampling with the same prompt, returns the starting latent."""
+    """DDIM inversion at CFG 1.0, then sampling with the same prompt, returns the starting latent, and
+    closer with more steps (DDIM inversion's error is first order in the step size)."""
     x, y = test_images
     latents = encode_images(prior.vae, x[:8]).detach()
     prompts = [f"a photo of a {METACLASS_OF_CLASS[int(c)]}" for c in y[:8]]
     cond = encode_prompts(prior.tokenizer, prior.text_encoder, prompts)
     fn = cfg_model_fn(prior.unet, cond, None, 1.0)
-    schedule = Schedule.from_scheduler(prior.scheduler, 50)
-    with torch.no_grad():
-        back = ddim_sample(fn, ddim_invert(fn, latents, schedule), schedule)
-    rms = (back - latents).pow(2).mean().sqrt() / latents.pow(2).mean().sqrt()
-    assert rms < TOLERANCE_RELATIVE_RMS
+    errors = {}
+    for steps in (50, 100):
+        schedule = Schedule.from_scheduler(prior.scheduler, steps)
+        with torch.no_grad():
+            back = ddim_sample(fn, ddim_invert(fn, latents, schedule), schedule)
+        errors[steps] = (back - latents).pow(2).mean().sqrt() / latents.pow(2).mean().sqrt()
+    assert errors[100] < TOLERANCE_RELATIVE_RMS
+    assert errors[100] < 0.7 * errors[50]
 
 
-TOLERANCE_RELATIVE_RMS = 0.05  # measured 0.034 at 50 steps (0.060 at 25) on 8 test images
+TOLERANCE_RELATIVE_RMS = 0.05  # at 100 steps on 8 test images (the figures: docs/measurements)
