@@ -116,7 +116,7 @@ SUFFIX_PRESETS: dict[str, list[str]] = {
         "indoors",
         "a sketch",
     ],
-    # The tiny prior only knows the Fashion-MNIST metaclass prompts; unseen words still move the
+    # The first tiny prior (v1) only knows the Fashion-MNIST metaclass prompts; unseen words still move the
     # text embedding, which is what the noisy first stage of Diff-II uses them for.
     "fashion_mnist": [
         "seen from the front",
