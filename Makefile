@@ -43,9 +43,10 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile full
 
-# Runs that write the committed artifacts keep their checkpoints apart from the default runs' (a rerun
-# resumes only a run with the same settings, and these differ in output_dir).
-ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=runs/$(1)/checkpoints
+# Runs that write the committed artifacts keep their checkpoints and CSV logs apart from the default runs'
+# (a rerun resumes only a run with the same settings, and these differ in output_dir).
+ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=runs/$(1)/checkpoints \
+	--trainer.logger.init_args.save_dir=runs/$(1)
 
 # Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
 # configs and tools write under outputs/ by default; only these targets write into assets/.
