@@ -3,6 +3,7 @@
     python benchmarks/fidelity_diversity.py                       # 5-shot seed 0, the default sweeps
     python benchmarks/fidelity_diversity.py --seed 1 --out outputs/fidelity-diversity-seed1
     python benchmarks/fidelity_diversity.py --sweeps "Diff-II+DistDiff: rho"  [--expand-args=--…]
+    python benchmarks/fidelity_diversity.py --method-args diffii_distdiff:--model.init_args.method.bound=0.5
 
 Each point is one synthetic set, made as the tiny benchmark makes its sets (`tiny_benchmark.make_set`:
 the method's configs/expand/<method>.yaml, the subset's concepts, 5x expansion) with one setting changed,
@@ -168,6 +169,20 @@ def write_report(
     return text
 
 
+def method_args(items: list[str]) -> dict[str, list[str]]:
+    """["diffii_distdiff:--x=1", …] -> {"diffii_distdiff": ["--x=1"], …}; a method no sweep makes is an
+    error, never a setting silently dropped."""
+    methods = {sweep.method for sweep in SWEEPS.values()}
+    by_method: dict[str, list[str]] = {}
+    for item in items:
+        method, sep, arg = item.partition(":")
+        if not sep or method not in methods or not arg.startswith("--"):
+            raise SystemExit(f"--method-args takes METHOD:--key=value with METHOD one of {sorted(methods)}, "
+                             f"got {item!r}")  # fmt: skip
+        by_method.setdefault(method, []).append(arg)
+    return by_method
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -180,15 +195,22 @@ def main(argv=None) -> list[dict]:
                         help="extra train.py args for concepts (as tiny_benchmark.py)")  # fmt: skip
     parser.add_argument("--expand-args", nargs="*", action="extend", default=[],
                         help="extra expand.py args for every set, e.g. a guidance scale")  # fmt: skip
+    parser.add_argument("--method-args", nargs="*", action="extend", default=[], metavar="METHOD:ARG",
+                        help="an extra expand.py arg for one method's sets only, e.g. "
+                        "diffii_distdiff:--model.init_args.method.init_args.bound=0.5")  # fmt: skip
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     concepts = ensure_concepts(out, args.shots, args.seed, args.concept_args)
     points = []
+    per_method = method_args(args.method_args)
     for name in args.sweeps:
-        points += run_sweep(out, SWEEPS[name], args.shots, args.seed, concepts, args.expand_args)
-    print(write_report(out, points, args.shots, args.seed, args.expand_args, time.time() - started))
+        sweep = SWEEPS[name]
+        extra = [*args.expand_args, *per_method.get(sweep.method, [])]
+        points += run_sweep(out, sweep, args.shots, args.seed, concepts, extra)
+    settings = [*args.expand_args, *args.method_args]
+    print(write_report(out, points, args.shots, args.seed, settings, time.time() - started))
     return points
 
 

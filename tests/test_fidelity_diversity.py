@@ -3,6 +3,8 @@ line; the report names the combination's points no parent point dominates, and s
 
 import csv
 
+import pytest
+
 from benchmarks import fidelity_diversity as fd
 
 
@@ -32,8 +34,10 @@ def test_main_makes_one_set_per_value_with_that_setting_and_writes_the_report(tm
 
     monkeypatch.setattr(fd, "make_set", fake_make_set)
     monkeypatch.setattr(fd, "ensure_concepts", lambda out, shots, seed, extra: tmp_path / "concepts")
+    bound = f"{fd.METHOD_ARG}.bound=0.5"
     points = fd.main(["--out", str(tmp_path), "--sweeps", "Diff-II: lambda", "Diff-II+DistDiff: rho",
-                      "--expand-args=--model.init_args.method.init_args.guidance_scale=3.0"])  # fmt: skip
+                      "--expand-args=--model.init_args.method.init_args.guidance_scale=3.0",
+                      f"--method-args=diffii_distdiff:{bound}"])  # fmt: skip
 
     lambdas = [m for m in made if m[1] == "diffii"]
     assert [m[2][-1] for m in lambdas] == [
@@ -46,6 +50,7 @@ def test_main_makes_one_set_per_value_with_that_setting_and_writes_the_report(tm
     for _, _, extra in made:  # the user's args reach every set; every set has its own folder, one cache
         assert f"{fd.METHOD_ARG}.guidance_scale=3.0" in extra
         assert extra[0] == f"--data.init_args.cache_dir={tmp_path / 'cache'}"
+    assert [bound in m[2] for m in made] == [m[1] == "diffii_distdiff" for m in made]  # its method only
     assert len({m[0] for m in made}) == len(made) == len(fd.LAMBDA_RANGES) + len(fd.STEP_SIZES)
     assert len(points) == len(made)
 
@@ -57,3 +62,11 @@ def test_main_makes_one_set_per_value_with_that_setting_and_writes_the_report(tm
     # the combination's points lie on Diff-II's own line here: each is dominated by the Diff-II point at
     # the same position, so the report must not claim a point the parents do not reach
     assert "Every point of Diff-II+DistDiff is dominated" in text
+
+
+def test_a_method_argument_for_a_method_no_sweep_makes_is_refused():
+    with pytest.raises(SystemExit, match="METHOD:--key=value"):
+        fd.method_args(["dafusion:--model.init_args.method.init_args.strength=0.3"])
+    with pytest.raises(SystemExit, match="METHOD:--key=value"):
+        fd.method_args(["diffii_distdiff=--x=1"])
+    assert fd.method_args(["distdiff:--a=1", "distdiff:--b=2"]) == {"distdiff": ["--a=1", "--b=2"]}
