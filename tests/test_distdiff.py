@@ -271,7 +271,10 @@ def test_guidance_changes_the_output_under_a_real_trainer(tiny_sd_dir, tmp_path)
 # the official transform's gradient step is continuous (it does not saturate at ε the way the old
 # clamped (α, β) did), so float32 batch-size differences of ~1e-4 in the guided latent reach the bf16
 # steps after it, which round them into a few levels (docs/measurements/2026-12-02.md).
-BF16_BATCH_LEVELS = (24, 2.0)  # (max, mean) in 8-bit levels; max 18 measured on an AVX512-BF16 CPU
+# (max, mean) in 8-bit levels. How much the rounding amplifies depends on the CPU's bf16 path (native
+# or emulated): figures per CPU in docs/measurements/2026-12-02.md. A leak between samples moves an image
+# by far more than a few levels on average.
+BF16_BATCH_LEVELS = (24, 3.0)
 
 
 def test_guided_bf16_images_do_not_depend_on_the_batch_size(tiny_sd_dir, tmp_path):
