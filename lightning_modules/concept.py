@@ -2,7 +2,9 @@
 LoRA shared by all classes, trained with the noise-prediction loss on "a photo of a <class_i> {metaclass}".
 
 Class names and metaclasses come from the datamodule at `setup`, so one config line picks the dataset.
-At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`;
+At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`:
+the final weights, or, when the smoothed training loss ran away at the end of the run
+(`divergence_tolerance`), the weights of its lowest point, with a warning that names both steps.
 concepts.json records the prior's identity (name and content fingerprint), so the concepts are refused
 on any other prior.
 """
@@ -10,10 +12,12 @@ on any other prior.
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from diffexpand.concepts import (
     ConceptEmbeddings,
@@ -30,6 +34,7 @@ from diffexpand.models import load_sd_components
 from diffexpand.models.text import tokenize_prompts
 from diffexpand.models.vae import encode_images
 from diffexpand.paths import DEFAULT_PRIOR
+from diffexpand.training.loss_watch import LossWatch
 from diffexpand.training.losses import noise_prediction_loss
 
 
@@ -57,6 +62,7 @@ class ConceptLearner(L.LightningModule):
         seed: int = 0,
         dtype: str = "float32",
         gradient_checkpointing: bool = False,
+        divergence_tolerance: float | None = 1.25,
     ):
         super().__init__()
         if init_from not in {"metaclass", "class_name"}:
@@ -69,6 +75,8 @@ class ConceptLearner(L.LightningModule):
         # Checkpoints hold only what trains (LoRA + new rows); the frozen base comes from `pretrained`.
         self.strict_loading = False
         self.parts = None
+        self.loss_watch = LossWatch(tolerance=divergence_tolerance) if divergence_tolerance else None
+        self.exported_step: int | None = None  # the optimizer step whose weights were exported
 
     # ---- model construction (needs the dataset's classes) --------------------------------------
     def configure_model(self) -> None:
@@ -135,10 +143,54 @@ class ConceptLearner(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        # Here, the loss and the weights it was computed with belong to the same step (`global_step`
+        # updates applied so far), and the observation lands before the step's checkpoint is written.
+        if self.loss_watch is None:
+            return
+        self.loss_watch.observe(self.global_step, float(loss.detach()), self._trainable_copy)
+        if math.isfinite(self.loss_watch.smoothed):  # NaN until the first finite loss
+            self.log("train/loss_smoothed", self.loss_watch.smoothed)
+
+    def _trainable_copy(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().to("cpu", copy=True) for n, p in self.named_parameters() if p.requires_grad}
+
+    def _fall_back_if_diverged(self) -> None:
+        """Put back the weights of the lowest smoothed loss when the run ran away from it."""
+        watch = self.loss_watch
+        if watch is None or not watch.diverged:
+            return
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in watch.best_state.items():
+                params[name].copy_(value.to(params[name].device, params[name].dtype))
+        self.exported_step = watch.best_step
+        rank_zero_warn(
+            f"concept learning diverged: the smoothed training loss rose from {watch.best_loss:.4f} "
+            f"(step {watch.best_step}) to {watch.smoothed:.4f} (step {self.global_step})"
+            f"{' and a loss was not finite' if watch.saw_non_finite else ''}; exporting the weights of "
+            f"step {watch.best_step}. A lower learning rate or fewer steps may avoid it."
+        )
+
     # ---- checkpoints hold only what was trained ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        if self.loss_watch is not None:  # a resumed run still knows its lowest point
+            checkpoint["loss_watch"] = self.loss_watch.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.loss_watch is None or "loss_watch" not in checkpoint:
+            return
+        state = checkpoint["loss_watch"]
+        try:
+            self.loss_watch.load_state_dict(state)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"the checkpoint's loss_watch entry is malformed ({err!r})") from err
+        shapes = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
+        for name, value in (self.loss_watch.best_state or {}).items():
+            if name not in shapes or not isinstance(value, torch.Tensor) or value.shape != shapes[name]:
+                raise ValueError(f"the checkpoint's loss_watch copy of {name!r} does not fit this model")
 
     # ---- export ---------------------------------------------------------------------------------
     def export(self, folder) -> None:
@@ -154,5 +206,7 @@ class ConceptLearner(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero and self.hparams.output_dir:
+            self.exported_step = self.global_step
+            self._fall_back_if_diverged()
             self.export(Path(self.hparams.output_dir))
             self.saved_to = Path(self.hparams.output_dir)  # train.py names it with the run's other outputs
