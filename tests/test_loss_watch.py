@@ -95,9 +95,8 @@ def _fit(cls, tiny_sd_dir, root, max_steps, output_dir, **kwargs):
                         default_root_dir=root)  # fmt: skip
     model = cls(pretrained=str(tiny_sd_dir), embedding_lr=1e-2, lora_lr=1e-3, lora_rank=4,
                 output_dir=str(output_dir), seed=0, **kwargs)  # fmt: skip
-    model.loss_watch = (
-        LossWatch(start_after=1, check_every=1) if kwargs.get("divergence_tolerance", 1) else None
-    )
+    if model.loss_watch is not None:  # check from the first step: these runs are a few steps long
+        model.loss_watch = LossWatch(start_after=1, check_every=1, tolerance=model.loss_watch.tolerance)
     trainer.fit(model, LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4, image_size=32))
     return model
 
@@ -116,7 +115,9 @@ def test_a_runaway_concept_run_exports_the_weights_of_its_lowest_point(tiny_sd_d
     # loss of the weights after 1 update, checked from step 1 on)
     one_step = _fit(_RunawayLearner, tiny_sd_dir, tmp_path / "a", 1, tmp_path / "one", **unguarded)
     with pytest.warns(UserWarning, match="concept learning diverged.*step 1\\)"):
-        runaway = _fit(_RunawayLearner, tiny_sd_dir, tmp_path / "b", 5, tmp_path / "runaway")
+        runaway = _fit(
+            _RunawayLearner, tiny_sd_dir, tmp_path / "b", 5, tmp_path / "runaway", divergence_tolerance=1.25
+        )
     assert runaway.exported_step == 1 and one_step.exported_step == 1
     torch.testing.assert_close(_exported_rows(tmp_path / "runaway"), _exported_rows(tmp_path / "one"))
     # ... and without the guard the same run exports its last (step 5) weights
@@ -130,12 +131,16 @@ def test_a_resumed_concept_run_keeps_the_guards_memory(tiny_sd_dir, tmp_path):
     checkpoints = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3)
     trainer = L.Trainer(max_steps=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[checkpoints], default_root_dir=tmp_path)  # fmt: skip
-    model = ConceptLearner(pretrained=str(tiny_sd_dir), lora_rank=4, output_dir="", seed=0)
+    model = ConceptLearner(
+        pretrained=str(tiny_sd_dir), lora_rank=4, output_dir="", seed=0, divergence_tolerance=1.25
+    )
     model.loss_watch = LossWatch(start_after=1, check_every=1)
     trainer.fit(model, LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4, image_size=32))
     ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
     saved = torch.load(ckpt, weights_only=True, map_location="cpu")["loss_watch"]  # plain tensors only
-    fresh = ConceptLearner(pretrained=str(tiny_sd_dir), lora_rank=4, output_dir="", seed=0)
+    fresh = ConceptLearner(
+        pretrained=str(tiny_sd_dir), lora_rank=4, output_dir="", seed=0, divergence_tolerance=1.25
+    )
     fresh.trainer = trainer  # configure_model reads the classes from the datamodule
     fresh.configure_model()
     fresh.on_load_checkpoint({"loss_watch": saved})
