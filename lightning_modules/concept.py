@@ -154,15 +154,19 @@ class ConceptLearner(L.LightningModule):
         if math.isfinite(self.loss_watch.smoothed):  # NaN until the first finite loss
             self.log("train/loss_smoothed", self.loss_watch.smoothed)
 
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        """What trains (the new token rows and the LoRA), by name: what checkpoints and the guard hold."""
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
     def _trainable_copy(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().to("cpu", copy=True) for n, p in self.named_parameters() if p.requires_grad}
+        return {n: p.detach().to("cpu", copy=True) for n, p in self._trainable().items()}
 
     def _fall_back_if_diverged(self) -> None:
         """Put back the weights of the lowest smoothed loss when the run ran away from it."""
         watch = self.loss_watch
         if watch is None or not watch.diverged:
             return
-        params = dict(self.named_parameters())
+        params = self._trainable()
         with torch.no_grad():
             for name, value in watch.best_state.items():
                 params[name].copy_(value.to(params[name].device, params[name].dtype))
@@ -176,7 +180,7 @@ class ConceptLearner(L.LightningModule):
 
     # ---- checkpoints hold only what was trained ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        trainable = self._trainable()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         if self.loss_watch is not None:  # a resumed run still knows its lowest point
             checkpoint["loss_watch"] = self.loss_watch.state_dict()
@@ -189,9 +193,13 @@ class ConceptLearner(L.LightningModule):
             self.loss_watch.load_state_dict(state)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"the checkpoint's loss_watch entry is malformed ({err!r})") from err
-        shapes = {n: p.shape for n, p in self.named_parameters() if p.requires_grad}
+        trainable = self._trainable()
         for name, value in (self.loss_watch.best_state or {}).items():
-            if name not in shapes or not isinstance(value, torch.Tensor) or value.shape != shapes[name]:
+            if (
+                name not in trainable
+                or not isinstance(value, torch.Tensor)
+                or value.shape != trainable[name].shape
+            ):
                 raise ValueError(f"the checkpoint's loss_watch copy of {name!r} does not fit this model")
 
     # ---- export ---------------------------------------------------------------------------------

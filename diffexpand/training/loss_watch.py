@@ -37,12 +37,10 @@ class LossWatch:
             raise ValueError(f"need check_every >= 1, start_after >= 0; got {check_every}, {start_after}")
         if not tolerance > 1.0:
             raise ValueError(f"tolerance must be > 1 (the final loss may not be the lowest), got {tolerance}")
-        self.smoothing, self.check_every, self.start_after, self.tolerance = (
-            smoothing,
-            check_every,
-            start_after,
-            tolerance,
-        )
+        self.smoothing = smoothing
+        self.check_every = check_every
+        self.start_after = start_after
+        self.tolerance = tolerance
         self._average, self._count = 0.0, 0
         self.best_loss, self.best_step = math.inf, None
         self.best_state: dict[str, torch.Tensor] | None = None
