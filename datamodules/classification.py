@@ -5,6 +5,8 @@ learner, so both see the same images). `synthetic`: synthetic-set folders (metad
 `mixing: replace` swaps each real sample, with probability `p`, for a synthetic one of the same class,
 drawn afresh each epoch from (seed, epoch, index); `mixing: concat` joins the sets; `mixing:
 synthetic_only` replaces every real sample (p does not apply): no real image enters training.
+A set's soft labels (Diff-Mix's) are the training targets of its images; `soft_labels: false` trains on
+each image's class label alone instead (the ablation that tells a soft label's share of a gain).
 
 `eval_split: test` (default) evaluates on the dataset's full test split; `eval_split: validation` on the
 validation split carved from the training split (`diffexpand.data.subsets.validation_indices`:
@@ -62,8 +64,10 @@ class TrainSet(Dataset):
         size: int,
         num_classes: int,
         augment: bool,
+        soft_labels: bool = True,
     ):
         self.real, self.indices, self.synthetic = real, np.asarray(indices), synthetic
+        self.soft_labels = soft_labels
         self.mixing, self.p, self.seed, self.size, self.num_classes = mixing, p, seed, size, num_classes
         # every synthetic image of a class, across sets: the replacement candidates
         self.candidates: dict[int, list[tuple[int, int]]] = {}
@@ -96,7 +100,8 @@ class TrainSet(Dataset):
     def _synthetic_item(self, s: int, i: int) -> dict:
         syn, record = self.synthetic[s], self.synthetic[s].records[i]
         label = int(record["label"])
-        target = soft_target(label, self.num_classes, record.get("soft_label"))
+        soft = record.get("soft_label") if self.soft_labels else None
+        target = soft_target(label, self.num_classes, soft)
         return {
             "pixel_values": image_to_tensor(syn.image(i), self.size),
             "label": label,
@@ -164,6 +169,7 @@ class ClassificationDataModule(L.LightningDataModule):
         image_size: int = 32,
         batch_size: int = 32,
         augment: bool = True,
+        soft_labels: bool = True,
         num_workers: int = 0,
         seed: int = 0,
         eval_split: Literal["test", "validation"] = "test",
@@ -177,6 +183,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"replacement probability p must lie in [0, 1], got {p}")
+        if not isinstance(soft_labels, bool):
+            raise ValueError(f"soft_labels must be true or false, got {soft_labels!r}")
         if eval_split not in EVAL_SPLITS:
             raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {eval_split!r}")
         if isinstance(validation_per_class, bool) or not isinstance(validation_per_class, int):
@@ -242,6 +250,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 hp.image_size,
                 self.num_classes,
                 hp.augment,
+                hp.soft_labels,
             )
         if stage in (None, "fit", "validate", "test"):
             self.test_set = TestSet(self._eval_data(), hp.image_size)

@@ -108,6 +108,21 @@ def test_soft_labels_sum_to_one_and_concat_mixing_joins_the_sets(tmp_path):
         soft_target(0, 3, [0.0, 0.0, 0.0])
 
 
+def test_soft_labels_false_trains_on_the_class_label_alone(tmp_path):
+    real = _real()
+    syn = SyntheticSet.read(_synthetic(tmp_path / "syn", soft=True), 3)
+    args = dict(seed=0, size=8, num_classes=3, augment=False)
+    soft = TrainSet(real, np.arange(len(real)), [syn], "concat", 0.0, **args)
+    hard = TrainSet(real, np.arange(len(real)), [syn], "concat", 0.0, **args, soft_labels=False)
+    for i in range(len(real), len(hard)):  # the synthetic items: same image and class, one-hot target
+        assert hard[i]["label"] == soft[i]["label"]
+        assert torch.equal(hard[i]["pixel_values"], soft[i]["pixel_values"])
+        assert hard[i]["target"].tolist() == torch.eye(3)[hard[i]["label"]].tolist()
+        assert soft[i]["target"].max() == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="soft_labels must be true or false"):
+        ClassificationDataModule(soft_labels="no")
+
+
 def test_soft_cross_entropy_matches_torch_for_hard_targets():
     logits = torch.randn(5, 4)
     labels = torch.tensor([0, 1, 2, 3, 0])
