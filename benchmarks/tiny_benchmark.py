@@ -17,9 +17,11 @@ accuracy over seeds, the paired gain over Original (per seed, against Original o
 mean ± std, and the seeds where the method wins), the gain as a share of the ceiling's, the accuracy of
 the classifier trained on the set alone (synthetic only: full profile), the oracle faithfulness and
 diversity of the set, and generation images/s. The full profile adds the Diff-II split ratio curve
-(faithfulness vs diversity as s goes from 0 to 1). Everything is written under --out: report.md,
-results.csv, results_per_seed.csv (with a -validation suffix for the validation split), per-class grids,
-the plot, W&B offline runs. Finished stages are reused.
+(faithfulness vs diversity as s goes from 0 to 1), and each row's paired gain class by class (where a
+gain comes from). Everything is written under --out: report.md, results.csv, results_per_seed.csv,
+results_per_class.csv (with a -validation suffix for the validation split), per-class grids, the plot,
+W&B offline runs; each classifier run's figures, its accuracy per class and confusion matrix included,
+in classifier/<split>/<row>-<shots>shot-seed<seed>.json. Finished stages are reused.
 """
 
 from __future__ import annotations
@@ -39,7 +41,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffexpand.classification.paired import paired_gains, share_of_ceiling  # noqa: E402
+from diffexpand.classification.metrics import accuracy_per_class_from_confusion  # noqa: E402
+from diffexpand.classification.paired import (  # noqa: E402
+    paired_gains,
+    paired_gains_per_class,
+    share_of_ceiling,
+)
 
 EXPANSION_DATA = REPO / "configs" / "expand" / "base" / "data.yaml"  # what every method config expands
 
@@ -244,11 +251,12 @@ def classify(
     split: str = "test",
 ) -> float:
     """Train the classifier on the subset (+ the set, mixed by `mixing`) and evaluate it on `split`;
-    its accuracy there. The result file names the split and the mixing, so figures never mix."""
+    its accuracy there. The result file names the split and the mixing, so figures never mix; it also
+    keeps the accuracy per class and the confusion matrix (rows: true class)."""
     import train
 
-    name = f"{slug(row)}{'-synthetic-only' if mixing == SYNTHETIC_ONLY else ''}-{shots}shot-seed{seed}"
-    result_file = out / "classifier" / split / f"{name}.json"
+    result_file = result_path(out, row, mixing, shots, seed, split)
+    name = result_file.stem
     key = f"{split}/acc"  # the classifier names its final figures after the split
     settings = {"extra": list(extra)}
     if result_file.is_file():
@@ -279,9 +287,30 @@ def classify(
         "metrics": metrics,
         "settings": settings,
     }
+    confusion = cli.model.test_confusion
+    if confusion is not None:
+        confusion = confusion.tolist()
+        per_class = accuracy_per_class_from_confusion(confusion)
+        result["per_class_acc"] = dict(zip(cli.datamodule.class_names, per_class, strict=True))
+        result["confusion"] = confusion
     result_file.parent.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1) + "\n")
     return metrics[key]
+
+
+def result_path(out: Path, row: str, mixing: str, shots: int, seed: int, split: str) -> Path:
+    """Where `classify` keeps one run's figures."""
+    name = f"{slug(row)}{'-synthetic-only' if mixing == SYNTHETIC_ONLY else ''}-{shots}shot-seed{seed}"
+    return out / "classifier" / split / f"{name}.json"
+
+
+def per_class_of(out: Path, row: str, mixing: str, shots: int, seed: int, split: str) -> dict | None:
+    """A finished run's accuracy per class ({class name: accuracy}); None for a run that did not keep
+    it (made before the benchmark kept it)."""
+    path = result_path(out, row, mixing, shots, seed, split)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("per_class_acc")
 
 
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str], paper: bool = False) -> list[dict]:
@@ -335,7 +364,8 @@ def gain_text(paired) -> str:
 
 def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, split: str, both: bool) -> dict:
     """One row on one subset: its set (if any), the classifier on real + set, and on the set alone
-    when `both`; {"acc", "synthetic_only" (None when not run), "set" (None for Original)}."""
+    when `both`; {"acc", "per_class" (None when not kept), "synthetic_only" (None when not run), "set"
+    (None for Original)}."""
     method, mixing = ROWS[row]
     if method == CEILING_METHOD:
         info = make_ceiling_set(out, shots, seed)
@@ -347,7 +377,8 @@ def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, sp
     alone = None
     if both and info:
         alone = classify(out, row, folder, SYNTHETIC_ONLY, shots, seed, args.classifier_args, split)
-    return {"acc": acc, "synthetic_only": alone, "set": info}
+    per_class = per_class_of(out, row, mixing, shots, seed, split)
+    return {"acc": acc, "per_class": per_class, "synthetic_only": alone, "set": info}
 
 
 def main(argv=None) -> dict:
@@ -398,8 +429,12 @@ def main(argv=None) -> dict:
             concepts = ensure_concepts(out, shots, seed, args.concept_args)
             for row in profile["rows"]:
                 done = run_row(out, row, shots, seed, concepts, args, args.split, profile["synthetic_only"])
-                entry = results.setdefault((row, shots), {"acc": {}, "synthetic_only": {}, "sets": []})
+                entry = results.setdefault(
+                    (row, shots), {"acc": {}, "per_class": {}, "synthetic_only": {}, "sets": []}
+                )
                 entry["acc"][seed] = done["acc"]
+                if done["per_class"] is not None:
+                    entry["per_class"][seed] = done["per_class"]
                 if done["synthetic_only"] is not None:
                     entry["synthetic_only"][seed] = done["synthetic_only"]
                 if done["set"]:
@@ -421,8 +456,10 @@ def _mean_of(sets: list[dict], key: str) -> float | None:
 
 def summarize(results: dict, profile: dict, shots: int) -> list[dict]:
     """Per row of one shot count: accuracies, paired gains against Original, share of the ceiling's
-    gain, synthetic-only accuracies and the sets' figures."""
+    gain, per-class paired gains (when every run of the row and Original kept them), synthetic-only
+    accuracies and the sets' figures."""
     original = results[("Original", shots)]["acc"]
+    original_per_class = results[("Original", shots)].get("per_class") or {}
     ceiling = results.get((CEILING, shots))
     ceiling_gain = paired_gains(ceiling["acc"], original).mean if ceiling else None
     summary = []
@@ -433,11 +470,16 @@ def summarize(results: dict, profile: dict, shots: int) -> list[dict]:
         if paired is not None and ceiling_gain is not None:
             share = share_of_ceiling(paired.mean, ceiling_gain)
         sets = entry["sets"]
+        per_class = entry.get("per_class") or {}
+        per_class_gain = None
+        if paired is not None and set(per_class) == set(original_per_class) == set(entry["acc"]):
+            per_class_gain = paired_gains_per_class(per_class, original_per_class)
         summary.append(
             {
                 "row": row,
                 "acc": entry["acc"],
                 "paired": paired,
+                "per_class_gain": per_class_gain,
                 "share": share,
                 "synthetic_only": entry.get("synthetic_only") or {},
                 "faithfulness": _mean_of(sets, "faithfulness"),
@@ -476,6 +518,33 @@ def table_lines(summary: list[dict], with_synthetic_only: bool) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def per_class_lines(summary: list[dict]) -> list[str]:
+    """The per-class paired gains as a table (one column per class); none when no row has them."""
+    rows = [s for s in summary if s["per_class_gain"]]
+    if not rows:
+        return []
+    classes = list(rows[0]["per_class_gain"])
+    lines = [
+        "Paired gain per class, points (mean over seeds of the row's accuracy on the class − Original's):",
+        "",
+        "| method | " + " | ".join(classes) + " |",
+        "|---|" + "---|" * len(classes),
+    ]
+    for s in rows:
+        cells = [f"{100 * s['per_class_gain'][c]:+.1f}" for c in classes]
+        lines.append(f"| {s['row']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def per_class_csv_rows(summary: list[dict], shots: int, split: str) -> list[dict]:
+    return [
+        {"shots": shots, "method": s["row"], "split": split, "class": c, "gain": gain}
+        for s in summary
+        if s["per_class_gain"]
+        for c, gain in s["per_class_gain"].items()
+    ]
 
 
 def csv_rows(summary: list[dict], shots: int, split: str) -> list[dict]:
@@ -554,17 +623,21 @@ def write_report(
     import torch
 
     with_synthetic_only = bool(profile.get("synthetic_only"))
-    rows_csv, seed_csv, lines = [], [], []
+    rows_csv, seed_csv, class_csv, lines = [], [], [], []
     for shots in profile["shots"]:
         seeds = len(profile["seeds"])
         summary = summarize(results, profile, shots)
         lines += [f"### {shots}-shot ({seeds} seed{'s' if seeds > 1 else ''})", ""]
         lines += table_lines(summary, with_synthetic_only) + [""]
+        lines += per_class_lines(summary)
         rows_csv += csv_rows(summary, shots, split)
         seed_csv += per_seed_rows(summary, shots, split)
+        class_csv += per_class_csv_rows(summary, shots, split)
     suffix = "" if split == "test" else f"-{split}"  # a tuning run never overwrites the final table
     write_csv(out / f"results{suffix}.csv", rows_csv)
     write_csv(out / f"results_per_seed{suffix}.csv", seed_csv)
+    if class_csv:
+        write_csv(out / f"results_per_class{suffix}.csv", class_csv)
     grids = []
     for row in profile["rows"]:
         method = ROWS[row][0]

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from diffexpand.classification.metrics import accuracy_per_class_from_confusion
 from diffexpand.preview import contact_sheet
 from diffexpand.redact import redact
 
@@ -223,9 +224,10 @@ def confusion_plots(confusion: list[list[int]], names: list[str], split: str = "
     import wandb
 
     per_class = wandb.Table(columns=["class", "accuracy", "images"])
-    for c, (name, row) in enumerate(zip(names, confusion, strict=True)):
-        if sum(row):  # a class absent from the test data has no accuracy
-            per_class.add_data(name, row[c] / sum(row), sum(row))
+    accuracies = accuracy_per_class_from_confusion(confusion)
+    for name, accuracy, row in zip(names, accuracies, confusion, strict=True):
+        if accuracy is not None:  # a class absent from the test data has no accuracy
+            per_class.add_data(name, accuracy, sum(row))
     cells = [[names[t], names[p], count] for t, row in enumerate(confusion) for p, count in enumerate(row)]
     if len(cells) > wandb.Table.MAX_ROWS:  # e.g. 200 classes: the non-zero cells (at most one per image)
         cells = [cell for cell in cells if cell[2]]

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from diffexpand.classification.paired import paired_gains, share_of_ceiling
+from diffexpand.classification.paired import paired_gains, paired_gains_per_class, share_of_ceiling
 
 
 def test_paired_gains_mean_std_and_wins():
@@ -47,3 +47,15 @@ def test_share_of_ceiling():
     assert share_of_ceiling(0.03, 0.0) is None and share_of_ceiling(0.03, -0.01) is None
     with pytest.raises(ValueError, match="finite"):
         share_of_ceiling(float("inf"), 0.06)
+
+
+def test_per_class_gains_say_where_a_gain_comes_from():
+    original = {0: {"top": 0.5, "boot": 0.9}, 1: {"top": 0.7, "boot": 0.8}}
+    method = {1: {"top": 0.8, "boot": 0.8}, 0: {"top": 0.6, "boot": 0.7}}
+    gains = paired_gains_per_class(method, original)
+    assert list(gains) == ["top", "boot"]
+    assert gains["top"] == pytest.approx(0.1) and gains["boot"] == pytest.approx(-0.1)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_gains_per_class({0: method[0]}, original)
+    with pytest.raises(ValueError, match="classes differ"):
+        paired_gains_per_class({0: {"top": 0.6}, 1: method[1]}, original)

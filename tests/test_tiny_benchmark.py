@@ -92,6 +92,54 @@ def test_share_of_ceiling_is_blank_when_the_ceiling_gains_nothing(tmp_path):
     assert "| Diff-II | 64.00 ± 1.00 | +2.00 ± 2.65 | 2/3 | — |" in text
 
 
+def test_report_shows_each_rows_gain_class_by_class_when_every_run_kept_it(tmp_path):
+    results = _results(False)
+
+    def accuracies(top, boot):
+        return {"T-shirt/top": top, "Ankle boot": boot}
+
+    results[("Original", 5)]["per_class"] = {s: accuracies(0.5, 0.9) for s in range(3)}
+    # Diff-II: +0.2 / −0.1 on seeds 0 and 1, +0.1 / −0.1 on seed 2 -> +16.7 / −10.0 points
+    results[("Diff-II", 5)]["per_class"] = {
+        0: accuracies(0.7, 0.8),
+        1: accuracies(0.7, 0.8),
+        2: accuracies(0.6, 0.8),
+    }
+    results[("DistDiff", 5)]["per_class"] = {0: accuracies(0.6, 0.9)}  # one seed only: left out
+    text = write_report(tmp_path, _profile(False), results, [], 1.0, "quick", "validation")
+    assert "| method | T-shirt/top | Ankle boot |" in text and "| Diff-II | +16.7 | -10.0 |" in text
+    assert "| DistDiff |" not in text.split("Paired gain per class")[1]
+    rows = list(csv.DictReader((tmp_path / "results_per_class-validation.csv").open()))
+    assert [(r["method"], r["class"]) for r in rows] == [
+        ("Diff-II", "T-shirt/top"),
+        ("Diff-II", "Ankle boot"),
+    ]
+    assert float(rows[0]["gain"]) == pytest.approx(0.5 / 3) and rows[0]["split"] == "validation"
+
+    write_report(tmp_path, _profile(False), _results(False), [], 1.0, "quick", "test")
+    assert "Paired gain per class" not in (tmp_path / "report.md").read_text()  # results made without it
+    assert not (tmp_path / "results_per_class.csv").exists()
+
+
+def test_classify_keeps_the_accuracy_per_class_and_the_confusion_matrix(tmp_path):
+    fast = ["--trainer.max_epochs=1", "--trainer.limit_test_batches=1", "--trainer.limit_val_batches=1",
+            "--trainer.logger=false", "--model.init_args.backbone=resnet10t"]  # fmt: skip
+    acc = tiny_benchmark.classify(tmp_path, "Original", None, "replace", 1, 0, fast, "validation")
+    result = json.loads((tmp_path / "classifier/validation/Original-1shot-seed0.json").read_text())
+    confusion = np.array(result["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 256  # one evaluation batch
+    assert acc == pytest.approx(np.trace(confusion) / 256)
+    assert list(result["per_class_acc"])[0] == "T-shirt/top" and len(result["per_class_acc"]) == 10
+    for c, accuracy in enumerate(result["per_class_acc"].values()):
+        row = confusion[c]
+        assert accuracy == (pytest.approx(row[c] / row.sum()) if row.sum() else None)
+    assert (
+        tiny_benchmark.per_class_of(tmp_path, "Original", "replace", 1, 0, "validation")
+        == result["per_class_acc"]
+    )
+    assert tiny_benchmark.per_class_of(tmp_path, "Diff-II", "replace", 1, 0, "validation") is None
+
+
 def test_ceiling_set_has_the_expansion_count_per_class_outside_subset_and_validation(tmp_path, monkeypatch):
     from diffexpand.classification.synthetic import SyntheticSet
     from diffexpand.data.fashion_mnist import load_fashion_mnist

@@ -34,3 +34,8 @@ def group_accuracy(preds: torch.Tensor, labels: torch.Tensor, groups: torch.Tens
         out[f"group_{g}"] = float((preds[mask] == labels[mask]).float().mean())
     out["worst_group"] = min(out.values())
     return out
+
+
+def accuracy_per_class_from_confusion(confusion: list[list[int]]) -> list[float | None]:
+    """Per true class (rows), the share predicted right; None for a class with no evaluated image."""
+    return [row[c] / sum(row) if sum(row) else None for c, row in enumerate(confusion)]

@@ -57,3 +57,23 @@ def share_of_ceiling(gain: float, ceiling_gain: float) -> float | None:
     if not math.isfinite(gain) or not math.isfinite(ceiling_gain):
         raise ValueError(f"gains must be finite numbers, got {gain!r} and ceiling {ceiling_gain!r}")
     return gain / ceiling_gain if ceiling_gain > 0 else None
+
+
+def paired_gains_per_class(
+    method: Mapping[int, Mapping[str, float]], original: Mapping[int, Mapping[str, float]]
+) -> dict[str, float]:
+    """Per class, the mean over seeds of (method − Original) accuracy on that class, both
+    {seed: {class name: accuracy}}: where a row's gain (or loss) comes from. Same seeds and classes
+    are required, as for `paired_gains`."""
+    if set(method) != set(original) or not method:
+        raise ValueError(
+            f"per-class gains need the same seeds: method has {sorted(method)}, Original {sorted(original)}"
+        )
+    classes = list(next(iter(original.values())))
+    for seed in method:
+        if list(method[seed]) != classes or list(original[seed]) != classes:
+            raise ValueError(f"seed {seed}: the classes differ between the runs ({list(method[seed])})")
+    return {
+        c: paired_gains({s: method[s][c] for s in method}, {s: original[s][c] for s in method}).mean
+        for c in classes
+    }
