@@ -533,7 +533,7 @@ def per_class_lines(summary: list[dict]) -> list[str]:
         "|---|" + "---|" * len(classes),
     ]
     for s in rows:
-        cells = [f"{100 * s['per_class_gain'][c]:+.1f}" for c in classes]
+        cells = [_cell(None if g is None else 100 * g, "+.1f") for g in s["per_class_gain"].values()]
         lines.append(f"| {s['row']} | " + " | ".join(cells) + " |")
     return lines + [""]
 

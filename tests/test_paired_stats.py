@@ -55,6 +55,8 @@ def test_per_class_gains_say_where_a_gain_comes_from():
     gains = paired_gains_per_class(method, original)
     assert list(gains) == ["top", "boot"]
     assert gains["top"] == pytest.approx(0.1) and gains["boot"] == pytest.approx(-0.1)
+    unevaluated = {0: {"top": 0.6, "boot": None}, 1: method[1]}  # no boot in seed 0's evaluation
+    assert paired_gains_per_class(unevaluated, original) == {"top": pytest.approx(0.1), "boot": None}
     with pytest.raises(ValueError, match="same seeds"):
         paired_gains_per_class({0: method[0]}, original)
     with pytest.raises(ValueError, match="classes differ"):

@@ -116,6 +116,10 @@ def test_report_shows_each_rows_gain_class_by_class_when_every_run_kept_it(tmp_p
     ]
     assert float(rows[0]["gain"]) == pytest.approx(0.5 / 3) and rows[0]["split"] == "validation"
 
+    results[("Diff-II", 5)]["per_class"][1] = accuracies(0.7, None)  # a class seed 1 did not evaluate
+    text = write_report(tmp_path, _profile(False), results, [], 1.0, "quick", "validation")
+    assert "| Diff-II | +16.7 | — |" in text
+
     write_report(tmp_path, _profile(False), _results(False), [], 1.0, "quick", "test")
     assert "Paired gain per class" not in (tmp_path / "report.md").read_text()  # results made without it
     assert not (tmp_path / "results_per_class.csv").exists()

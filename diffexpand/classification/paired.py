@@ -64,7 +64,7 @@ def paired_gains_per_class(
 ) -> dict[str, float]:
     """Per class, the mean over seeds of (method − Original) accuracy on that class, both
     {seed: {class name: accuracy}}: where a row's gain (or loss) comes from. Same seeds and classes
-    are required, as for `paired_gains`."""
+    are required, as for `paired_gains`; a class some run did not evaluate (accuracy None) has None."""
     if set(method) != set(original) or not method:
         raise ValueError(
             f"per-class gains need the same seeds: method has {sorted(method)}, Original {sorted(original)}"
@@ -73,7 +73,12 @@ def paired_gains_per_class(
     for seed in method:
         if list(method[seed]) != classes or list(original[seed]) != classes:
             raise ValueError(f"seed {seed}: the classes differ between the runs ({list(method[seed])})")
-    return {
-        c: paired_gains({s: method[s][c] for s in method}, {s: original[s][c] for s in method}).mean
-        for c in classes
-    }
+    gains = {}
+    for c in classes:
+        runs = [run[s][c] for run in (method, original) for s in method]
+        gains[c] = (
+            None
+            if any(a is None for a in runs)
+            else paired_gains({s: method[s][c] for s in method}, {s: original[s][c] for s in method}).mean
+        )
+    return gains
