@@ -21,13 +21,15 @@ diversity of the set, and generation images/s. The full profile adds the Diff-II
 gain comes from). Everything is written under --out: report.md, results.csv, results_per_seed.csv,
 results_per_class.csv (with a -validation suffix for the validation split), per-class grids, the plot,
 W&B offline runs; each classifier run's figures, its accuracy per class and confusion matrix included,
-in classifier/<split>/<row>-<shots>shot-seed<seed>.json. Finished stages are reused.
+in classifier/<split>/<row>-<shots>shot-seed<seed>.json. Finished stages are reused, if made with the same
+extra settings and from the same config files, concepts and sets.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -112,7 +114,7 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
         return committed
     folder = out / "concepts" / f"{shots}shot-seed{seed}"
     record = folder.with_name(f"{folder.name}.bench.json")  # beside the folder: it stays a concept folder
-    settings = {"extra": list(extra)}
+    settings = {"extra": list(extra), "inputs": inputs_digest(REPO / "configs/concept.yaml")}
     if (folder / "concepts.json").is_file():
         if record.is_file():
             reused(record, settings)
@@ -135,18 +137,65 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     return folder
 
 
+def inputs_digest(*paths: Path) -> str:
+    """A digest of the files a stage reads (config files, a concept folder, a set's images), so a stage
+    made from other versions of them is not taken for this one. A folder counts with every file in it
+    (by relative name and content); a path that does not exist counts as absent."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            name = file.relative_to(path) if path.is_dir() else file.name
+            content = hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"absent"
+            digest.update(f"{name}\0".encode() + content)
+    return digest.hexdigest()[:16]
+
+
+def set_inputs(folder: Path) -> list[Path]:
+    """What a classifier reads of a set: its records and images (not the figures written beside them)."""
+    return [folder / "metadata.jsonl", folder / "images"]
+
+
+def _but_inputs(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "inputs"}
+
+
 def reused(record: Path, settings: dict) -> dict:
-    """A finished stage's record, if it was made with these extra settings. Stages are found by name, so
-    a rerun into the same --out with other --concept-args / --expand-args / --classifier-args would
-    otherwise report the old concepts, set or accuracy as the new setting's. (A record without settings
-    predates them: taken as is.)"""
+    """A finished stage's record, if it was made with these extra settings and from the same input files.
+    Stages are found by name, so a rerun into the same --out with other --concept-args / --expand-args /
+    --classifier-args, or after a config file, the concepts or a set changed, would otherwise report the
+    old concepts, set or accuracy as the new one's. (A record without settings predates them, one without
+    an inputs digest predates that: each taken as far as it goes, the latter with a note.)"""
     done = json.loads(record.read_text())
-    if done.get("settings", settings) != settings:
+    made = done.get("settings", settings)
+    wanted = settings if "inputs" in made else _but_inputs(settings)
+    if made != wanted:
+        what = "other input files (a config, the concepts or a set changed since)"
+        if _but_inputs(made) != _but_inputs(wanted):
+            what = f"other settings ({_but_inputs(made)}, now {_but_inputs(wanted)})"
         raise ValueError(
-            f"{record} was made with other settings ({done['settings']}, now {settings}): give this run "
-            "another --out, or delete that stage to remake it"
+            f"{record} was made with {what}: give this run another --out, or delete that stage to remake it"
+        )
+    if "inputs" not in made and "inputs" in settings:
+        say(
+            f"reusing {record}, made before stages kept a digest of their input files: not checked "
+            "against them"
         )
     return done
+
+
+def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = False) -> dict:
+    """What a set is made from: the extra settings, the solver choice, and a digest of the method's config
+    files and (for a method that uses them) the concept folder."""
+    from diffexpand.paths import paper_preset
+
+    config = REPO / "configs" / "expand" / f"{method}.yaml"
+    read = [config, REPO / "configs" / "expand" / "base"]
+    if "concepts:" in config.read_text():
+        read.append(concepts)
+    if paper and paper_preset(method):
+        read.append(paper_preset(method))
+    return {"extra": list(extra), "paper": paper, "inputs": inputs_digest(*read)}
 
 
 def make_set(
@@ -161,11 +210,12 @@ def make_set(
 
     folder = out / "sets" / f"{method}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
-    settings = {"extra": list(extra), "paper": paper}
+    config = REPO / "configs" / "expand" / f"{method}.yaml"
+    uses_concepts = "concepts:" in config.read_text()
+    settings = set_settings(method, concepts, extra, paper)
     if info_file.is_file():
         return reused(info_file, settings)
     say(f"expanding with {method} ({shots}-shot seed {seed})")
-    config = REPO / "configs" / "expand" / f"{method}.yaml"
     args = [
         "--config",
         str(config),
@@ -174,7 +224,7 @@ def make_set(
         f"--data.init_args.real.seed={seed}",
         f"--data.init_args.cache_dir={out / 'cache'}",
     ]
-    if "concepts:" in config.read_text():
+    if uses_concepts:
         args.append(f"--model.init_args.concepts={concepts}")
     if paper and paper_preset(method):
         args[2:2] = ["--config", str(paper_preset(method))]
@@ -240,6 +290,14 @@ def slug(row: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", row).strip("-")
 
 
+def classifier_settings(synthetic: str | None, extra: list[str]) -> dict:
+    """What a classifier run is made from: the extra settings and a digest of the classifier config and
+    the records and images of its sets (`synthetic`: folders joined by commas, or None)."""
+    sets = [Path(s) for s in (synthetic or "").split(",") if s]
+    read = [REPO / "configs/classifier.yaml", *(path for folder in sets for path in set_inputs(folder))]
+    return {"extra": list(extra), "inputs": inputs_digest(*read)}
+
+
 def classify(
     out: Path,
     row: str,
@@ -258,7 +316,7 @@ def classify(
     result_file = result_path(out, row, mixing, shots, seed, split)
     name = result_file.stem
     key = f"{split}/acc"  # the classifier names its final figures after the split
-    settings = {"extra": list(extra)}
+    settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
         return reused(result_file, settings)["metrics"][key]
     say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "

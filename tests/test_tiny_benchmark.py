@@ -215,6 +215,43 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()
 
 
+def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsys):
+    """A set is not reused after the concepts it was made from changed, nor a classifier result after
+    its set's records or images changed; a record made before digests were kept is reused with a note."""
+    concepts = tmp_path / "concepts" / "5shot-seed0"
+    concepts.mkdir(parents=True)
+    (concepts / "concepts.json").write_text('{"tokens": 4}')
+    folder = tmp_path / "sets" / "diffii-5shot-seed0"
+    (folder / "images").mkdir(parents=True)
+    (folder / "metadata.jsonl").write_text('{"file_name": "images/a.png", "label": 0}\n')
+    (folder / "images" / "a.png").write_bytes(b"first")
+    made = {"folder": str(folder), "settings": tiny_benchmark.set_settings("diffii", concepts, [])}
+    (folder / "bench.json").write_text(json.dumps(made))
+    result = tmp_path / "classifier" / "test" / "Diff-II-5shot-seed0.json"
+    result.parent.mkdir(parents=True)
+    trained = tiny_benchmark.classifier_settings(str(folder), [])
+    result.write_text(json.dumps({"metrics": {"test/acc": 0.6}, "settings": trained}))
+    assert tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, []) == made
+    assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.6
+
+    txt2img = tiny_benchmark.set_settings("txt2img", concepts, [])  # a method without concepts
+    (concepts / "concepts.json").write_text('{"tokens": 8}')  # re-learned
+    assert tiny_benchmark.set_settings("txt2img", concepts, []) == txt2img
+    with pytest.raises(ValueError, match="bench.json was made with other input files"):
+        tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, [])
+    (folder / "set_metrics.json").write_text("{}")  # figures written beside the set: not what it trains on
+    assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.6
+    (folder / "images" / "a.png").write_bytes(b"second")  # the set re-made
+    with pytest.raises(ValueError, match="Diff-II-5shot-seed0.json was made with other input files"):
+        tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, [])
+
+    legacy = {"metrics": {"test/acc": 0.5}, "settings": {"extra": []}}
+    result.write_text(json.dumps(legacy))
+    capsys.readouterr()
+    assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.5
+    assert "made before stages kept a digest of their input files" in capsys.readouterr().out
+
+
 def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
     """Stages are found by name: a rerun into the same --out with other --expand-args or
     --classifier-args must not report the old set or accuracy as the new setting's."""
