@@ -184,6 +184,11 @@ def reused(record: Path, settings: dict) -> dict:
     return done
 
 
+def uses_concepts(config: Path) -> bool:
+    """Whether a method config takes a concept folder (the benchmark then passes the subset's)."""
+    return "concepts:" in config.read_text()
+
+
 def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = False) -> dict:
     """What a set is made from: the extra settings, the solver choice, and a digest of the method's config
     files and (for a method that uses them) the concept folder."""
@@ -191,7 +196,7 @@ def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = Fa
 
     config = REPO / "configs" / "expand" / f"{method}.yaml"
     read = [config, REPO / "configs" / "expand" / "base"]
-    if "concepts:" in config.read_text():
+    if uses_concepts(config):
         read.append(concepts)
     if paper and paper_preset(method):
         read.append(paper_preset(method))
@@ -210,12 +215,11 @@ def make_set(
 
     folder = out / "sets" / f"{method}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
-    config = REPO / "configs" / "expand" / f"{method}.yaml"
-    uses_concepts = "concepts:" in config.read_text()
     settings = set_settings(method, concepts, extra, paper)
     if info_file.is_file():
         return reused(info_file, settings)
     say(f"expanding with {method} ({shots}-shot seed {seed})")
+    config = REPO / "configs" / "expand" / f"{method}.yaml"
     args = [
         "--config",
         str(config),
@@ -224,7 +228,7 @@ def make_set(
         f"--data.init_args.real.seed={seed}",
         f"--data.init_args.cache_dir={out / 'cache'}",
     ]
-    if uses_concepts:
+    if uses_concepts(config):
         args.append(f"--model.init_args.concepts={concepts}")
     if paper and paper_preset(method):
         args[2:2] = ["--config", str(paper_preset(method))]
