@@ -22,7 +22,7 @@ gain comes from). Everything is written under --out: report.md, results.csv, res
 results_per_class.csv (with a -validation suffix for the validation split), per-class grids, the plot,
 W&B offline runs; each classifier run's figures, its accuracy per class and confusion matrix included,
 in classifier/<split>/<row>-<shots>shot-seed<seed>.json. Finished stages are reused, if made with the same
-extra settings and from the same config files, concepts and sets.
+extra settings, from the same config files, concepts and sets, and on the same prior (not checked: the code).
 """
 
 from __future__ import annotations
@@ -114,7 +114,12 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
         return committed
     folder = out / "concepts" / f"{shots}shot-seed{seed}"
     record = folder.with_name(f"{folder.name}.bench.json")  # beside the folder: it stays a concept folder
-    settings = {"extra": list(extra), "inputs": inputs_digest(REPO / "configs/concept.yaml")}
+    config = REPO / "configs/concept.yaml"
+    settings = {
+        "extra": list(extra),
+        "inputs": inputs_digest(config),
+        "prior": prior_fingerprint(config, extra),
+    }
     if (folder / "concepts.json").is_file():
         if record.is_file():
             reused(record, settings)
@@ -123,7 +128,7 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
         concept_args = [
             "fit",
             "--config",
-            str(REPO / "configs/concept.yaml"),
+            str(config),
             f"--data.init_args.shots={shots}",
             f"--data.init_args.seed={seed}",
             f"--model.init_args.output_dir={folder}",
@@ -156,32 +161,66 @@ def set_inputs(folder: Path) -> list[Path]:
     return [folder / "metadata.jsonl", folder / "images"]
 
 
-def _but_inputs(settings: dict) -> dict:
-    return {k: v for k, v in settings.items() if k != "inputs"}
+# What a record keeps besides its extra settings, each added later than the one before: a record made
+# before a key existed lacks it and is reused unchecked on that point, with a note.
+DIGESTS = {"inputs": "a digest of their input files", "prior": "the fingerprint of the prior they loaded"}
+
+
+def _without(settings: dict, keys) -> dict:
+    return {k: v for k, v in settings.items() if k not in keys}
 
 
 def reused(record: Path, settings: dict) -> dict:
-    """A finished stage's record, if it was made with these extra settings and from the same input files.
-    Stages are found by name, so a rerun into the same --out with other --concept-args / --expand-args /
-    --classifier-args, or after a config file, the concepts or a set changed, would otherwise report the
-    old concepts, set or accuracy as the new one's. (A record without settings predates them, one without
-    an inputs digest predates that: each taken as far as it goes, the latter with a note.)"""
+    """A finished stage's record, if it was made with these extra settings, from the same input files and
+    on the same prior. Stages are found by name, so a rerun into the same --out with other
+    --concept-args / --expand-args / --classifier-args, or after a config file, the concepts, a set or
+    the prior changed, would otherwise report the old concepts, set or accuracy as the new one's. (A
+    record without settings predates them; one without a digest key predates that key: each taken as
+    far as it goes, the latter with a note.)"""
     done = json.loads(record.read_text())
     made = done.get("settings", settings)
-    wanted = settings if "inputs" in made else _but_inputs(settings)
+    unchecked = [key for key in DIGESTS if key in settings and key not in made]
+    wanted = _without(settings, unchecked)
     if made != wanted:
         what = "other input files (a config, the concepts or a set changed since)"
-        if _but_inputs(made) != _but_inputs(wanted):
-            what = f"other settings ({_but_inputs(made)}, now {_but_inputs(wanted)})"
+        if made.get("prior") != wanted.get("prior"):
+            what = f"another prior ({made.get('prior')}, now {wanted.get('prior')})"
+        if _without(made, DIGESTS) != _without(wanted, DIGESTS):
+            what = f"other settings ({_without(made, DIGESTS)}, now {_without(wanted, DIGESTS)})"
         raise ValueError(
             f"{record} was made with {what}: give this run another --out, or delete that stage to remake it"
         )
-    if "inputs" not in made and "inputs" in settings:
-        say(
-            f"reusing {record}, made before stages kept a digest of their input files: not checked "
-            "against them"
-        )
+    if unchecked:
+        kept = " or ".join(DIGESTS[key] for key in unchecked)
+        say(f"reusing {record}, made before stages kept {kept}: not checked against them")
     return done
+
+
+PRIOR_FLAGS = ("--model.init_args.pretrained", "--model.pretrained")
+
+
+def prior_of(config: Path, extra: list[str]) -> str:
+    """The prior a concept or expansion run loads: the last pretrained setting among its extra arguments
+    (as jsonargparse takes the last), else its config's, else the default prior."""
+    from diffexpand.paths import DEFAULT_PRIOR
+
+    for i in reversed(range(len(extra))):
+        flag, given, value = extra[i].partition("=")
+        if flag in PRIOR_FLAGS and (given or i + 1 < len(extra)):
+            return value if given else extra[i + 1]
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    return str((model.get("init_args") or {}).get("pretrained") or model.get("pretrained") or DEFAULT_PRIOR)
+
+
+def prior_fingerprint(config: Path, extra: list[str]) -> str:
+    """The content fingerprint of that prior (its configs, tokenizer and weights), so concepts and sets
+    made on an earlier prior (before `make prior` rewrote it, say) are not taken for this one's."""
+    from diffexpand.models.identity import model_identity
+    from diffexpand.paths import in_repo
+
+    source = prior_of(config, extra)
+    identity = model_identity(in_repo(source) or source)
+    return identity.fingerprint if identity else f"not on this machine: {source}"
 
 
 def uses_concepts(config: Path) -> bool:
@@ -200,7 +239,12 @@ def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = Fa
         read.append(concepts)
     if paper and paper_preset(method):
         read.append(paper_preset(method))
-    return {"extra": list(extra), "paper": paper, "inputs": inputs_digest(*read)}
+    return {
+        "extra": list(extra),
+        "paper": paper,
+        "inputs": inputs_digest(*read),
+        "prior": prior_fingerprint(config, extra),
+    }
 
 
 def make_set(

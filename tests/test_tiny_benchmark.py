@@ -4,6 +4,7 @@ ceiling set the benchmark writes."""
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,6 +251,68 @@ def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsy
     capsys.readouterr()
     assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.5
     assert "made before stages kept a digest of their input files" in capsys.readouterr().out
+
+
+def fake_prior(folder: Path, weights: bytes) -> Path:
+    """The files a prior's fingerprint covers (a config and a weight file), not a loadable model."""
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_concepts_and_sets_made_on_another_prior_are_refused(tmp_path, capsys):
+    """Concepts and sets record the fingerprint of the prior they loaded (the --model pretrained setting,
+    else the config's, else the default prior): rewriting the prior's weights in place refuses them, and
+    a record made before the fingerprint was kept is reused with a note."""
+    from diffexpand.models.identity import model_fingerprint
+    from diffexpand.paths import DEFAULT_PRIOR
+
+    prior = fake_prior(tmp_path / "prior", b"first")
+    concept_config = tiny_benchmark.REPO / "configs" / "concept.yaml"
+    method_config = tiny_benchmark.REPO / "configs" / "expand" / "diffii.yaml"
+    assert tiny_benchmark.prior_of(method_config, []) == str(DEFAULT_PRIOR)
+    chosen = ["--a=1", f"--model.init_args.pretrained={prior}"]
+    assert tiny_benchmark.prior_of(method_config, chosen) == str(prior)
+    assert tiny_benchmark.prior_of(concept_config, ["--model.pretrained", str(prior), "--b=2"]) == str(prior)
+    own = tmp_path / "own.yaml"
+    own.write_text(f"model:\n  init_args:\n    pretrained: {prior}\n")
+    assert tiny_benchmark.prior_of(own, []) == str(prior)
+    assert tiny_benchmark.prior_fingerprint(own, []) == model_fingerprint(prior)
+    assert tiny_benchmark.prior_fingerprint(own, ["--model.init_args.pretrained=no/such/hub-id"]) == (
+        "not on this machine: no/such/hub-id"
+    )
+    assert tiny_benchmark.set_settings("diffii", tmp_path, [])["prior"] == model_fingerprint(DEFAULT_PRIOR)
+
+    extra = [f"--model.init_args.pretrained={prior}"]
+    concepts = tmp_path / "concepts" / "5shot-seed0"
+    concepts.mkdir(parents=True)
+    (concepts / "concepts.json").write_text("{}")
+    record = tmp_path / "concepts" / "5shot-seed0.bench.json"
+    settings = {
+        "extra": extra,
+        "inputs": tiny_benchmark.inputs_digest(concept_config),
+        "prior": model_fingerprint(prior),
+    }
+    record.write_text(json.dumps({"settings": settings}))
+    folder = tmp_path / "sets" / "diffii-5shot-seed0"
+    folder.mkdir(parents=True)
+    made = {"folder": str(folder), "settings": tiny_benchmark.set_settings("diffii", concepts, extra)}
+    (folder / "bench.json").write_text(json.dumps(made))
+    assert tiny_benchmark.ensure_concepts(tmp_path, 5, 0, extra) == concepts
+    assert tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, extra) == made
+
+    (prior / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"second")  # `make prior` again
+    with pytest.raises(ValueError, match="5shot-seed0.bench.json was made with another prior"):
+        tiny_benchmark.ensure_concepts(tmp_path, 5, 0, extra)
+    with pytest.raises(ValueError, match="diffii-5shot-seed0/bench.json was made with another prior"):
+        tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, extra)
+
+    del made["settings"]["prior"]
+    (folder / "bench.json").write_text(json.dumps(made))
+    capsys.readouterr()
+    assert tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, extra) == made
+    assert "made before stages kept the fingerprint of the prior" in capsys.readouterr().out
 
 
 def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
