@@ -28,7 +28,7 @@ def fashion_mnist_test_images(n: int, size: int = 32) -> torch.Tensor:
     training images take (antialiased bilinear resize, rounded to uint8), and synthetic sets are read at
     the same size, so both reach the oracle the same way."""
     x, _ = load_fashion_mnist("test")
-    return _as_reference(x[:n], size)
+    return fashion_mnist_as_rgb(x[:n], size)
 
 
 def fashion_mnist_reference_images(n: int, split: str = "validation", size: int = 32) -> torch.Tensor:
@@ -49,10 +49,12 @@ def fashion_mnist_reference_images(n: int, split: str = "validation", size: int 
     # The whole split's indices, sorted, and their first n: Fashion-MNIST's training file is shuffled,
     # so a prefix holds every class in about equal share, and a smaller reference is a prefix of a larger.
     chosen = validation_indices(labels)[:n]
-    return _as_reference(x[chosen], size)
+    return fashion_mnist_as_rgb(x[chosen], size)
 
 
-def _as_reference(images: np.ndarray, size: int) -> torch.Tensor:
+def fashion_mnist_as_rgb(images: np.ndarray, size: int) -> torch.Tensor:
+    """Fashion-MNIST uint8 images (N, 28, 28) as the models read real images: resized like the
+    prior's training images, in [-1, 1], three channels."""
     return resize_uint8(images, size).float().div(127.5).sub(1).expand(-1, 3, -1, -1).contiguous()
 
 
