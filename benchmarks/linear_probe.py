@@ -42,24 +42,25 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def set_folders(bench: Path, shots: int, seeds: list[int], rows: list[str] | None) -> dict[str, dict]:
-    """{method: {seed: folder}} of the sets under <bench>/sets for these shots and seeds: the methods
-    asked for (each must have every seed), else every method that has them all."""
+def set_folders(bench: Path, shots: int, seeds: list[int] | None, rows: list[str] | None) -> dict[str, dict]:
+    """{method: {seed: folder}} of the sets under <bench>/sets for these shots and seeds (None: every seed
+    some set has): the methods asked for (each must have every seed), else every method that has them all."""
     found: dict[str, dict[int, Path]] = {}
     for folder in sorted((bench / "sets").glob(f"*-{shots}shot-seed*")):
         match = re.fullmatch(rf"(.+)-{shots}shot-seed(\d+)", folder.name)
-        if match and folder.is_dir() and int(match[2]) in seeds:
+        if match and folder.is_dir() and (seeds is None or int(match[2]) in seeds):
             found.setdefault(match[1], {})[int(match[2])] = folder
+    if seeds is None:
+        seeds = sorted({seed for by_seed in found.values() for seed in by_seed})
     complete = {method: by_seed for method, by_seed in found.items() if set(by_seed) == set(seeds)}
-    if rows is None:
-        return complete
-    missing = [row for row in rows if row not in complete]
-    if missing:
+    missing = [row for row in rows if row not in complete] if rows else []
+    if missing or not complete:
         raise FileNotFoundError(
-            f"{bench / 'sets'} has no {shots}-shot set for every seed {seeds} of {missing} "
-            f"(complete: {sorted(complete) or 'none'}): run the tiny benchmark with those rows first"
+            f"{bench / 'sets'} has no {shots}-shot set for every seed {seeds} of "
+            f"{missing or 'any method'} (complete: {sorted(complete) or 'none'}): run the tiny benchmark "
+            "with those rows and seeds first"
         )
-    return {row: complete[row] for row in rows}
+    return {row: complete[row] for row in rows} if rows else complete
 
 
 def set_targets(folder: Path) -> torch.Tensor:
@@ -115,13 +116,14 @@ def indices_digest(indices: np.ndarray) -> str:
 
 
 def probe_table(args) -> dict:
-    """Fit every probe and return {"accuracy": {row: {seed: acc}}, "gains": {row: PairedGains-like dict}}."""
-    from diffexpand.cache import folder_fingerprint
+    """Fit every probe: {"accuracy": {row: {seed: acc %}}, "per_class": {row: {seed: [acc % per class]}}}."""
+    from benchmarks.tiny_benchmark import inputs_digest, set_inputs
     from diffexpand.data.fashion_mnist import load_fashion_mnist
     from diffexpand.data.subsets import few_shot_indices, validation_indices
 
     bench = Path(args.bench)
     sets = set_folders(bench, args.shots, args.seeds, args.rows)
+    seeds = sorted({seed for by_seed in sets.values() for seed in by_seed})
     features = Features(args.extractor, Path(args.cache))
     x_train, y_train = load_fashion_mnist("train")
     if args.split == "validation":
@@ -136,7 +138,7 @@ def probe_table(args) -> dict:
     eval_labels = torch.as_tensor(y_eval[held]).long()
     accuracy: dict[str, dict[int, float]] = {"Original": {}}
     per_class: dict[str, dict[int, list]] = {"Original": {}}
-    for seed in args.seeds:
+    for seed in seeds:
         subset = few_shot_indices(y_train, args.shots, seed)
         real = ProbeData(
             features(
@@ -153,7 +155,7 @@ def probe_table(args) -> dict:
         for method, by_seed in sets.items():
             folder = by_seed[seed]
             set_features = features(
-                lambda folder=folder: set_images(folder), f"set-{folder_fingerprint(folder)}"
+                lambda folder=folder: set_images(folder), f"set-{inputs_digest(*set_inputs(folder))}"
             )
             targets = set_targets(folder)
             if len(targets) != len(set_features):
@@ -219,7 +221,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--bench", default="outputs/bench-quick", help="a tiny benchmark --out with sets/")
     parser.add_argument("--split", choices=SPLITS, default="validation", help="tune on validation (default)")
     parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: every seed of the sets")
     parser.add_argument("--rows", nargs="+", default=None, help="set methods (default: every one found)")
     parser.add_argument("--set-weight", type=float, default=0.3, help="the set's share of the loss")
     parser.add_argument("--weight-decay", type=float, default=1e-3)

@@ -103,6 +103,9 @@ def test_the_script_pairs_each_set_with_the_real_images_alone(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"\['partial'\].*complete: \['real', 'wrong'\]"):
         linear_probe.main([*args, "--rows", "real", "partial", "--cache", str(tmp_path / "cache")])
+    assert set(linear_probe.set_folders(tmp_path, 5, None, None)) == {"real", "wrong"}  # seeds 0 and 1
+    with pytest.raises(FileNotFoundError, match="any method"):
+        linear_probe.set_folders(tmp_path, 10, None, None)
 
 
 def test_a_sets_soft_labels_are_its_targets(tmp_path):
