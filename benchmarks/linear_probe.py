@@ -31,7 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from diffexpand.classification.linear_probe import ProbeData, fit_linear_probe, probe_accuracy  # noqa: E402
-from diffexpand.classification.paired import paired_gains, share_of_ceiling  # noqa: E402
+from diffexpand.classification.paired import (  # noqa: E402
+    paired_gains,
+    paired_gains_per_class,
+    share_of_ceiling,
+)
 
 NUM_CLASSES = 10
 CEILING = "real"
@@ -53,6 +57,8 @@ def set_folders(bench: Path, shots: int, seeds: list[int] | None, rows: list[str
     if seeds is None:
         seeds = sorted({seed for by_seed in found.values() for seed in by_seed})
     complete = {method: by_seed for method, by_seed in found.items() if set(by_seed) == set(seeds)}
+    if not found:
+        raise FileNotFoundError(f"{bench / 'sets'} holds no {shots}-shot set: run the tiny benchmark first")
     missing = [row for row in rows if row not in complete] if rows else []
     if missing or not complete:
         raise FileNotFoundError(
@@ -172,9 +178,12 @@ def probe_table(args) -> dict:
     return {"accuracy": accuracy, "per_class": per_class}
 
 
-def report(args, accuracy: dict[str, dict[int, float]]) -> tuple[str, dict]:
-    """The markdown table and its figures: each row's paired gain over Original per seed, mean ± std,
-    wins, and share of the ceiling's gain (when `real` was probed)."""
+def report(
+    args, accuracy: dict[str, dict[int, float]], per_class: dict[str, dict[int, list]]
+) -> tuple[str, dict]:
+    """The markdown tables and their figures: each row's paired gain over Original per seed, mean ± std,
+    wins, and share of the ceiling's gain (when `real` was probed); then each row's paired gain class
+    by class (where a gain or a loss comes from)."""
     original = accuracy["Original"]
     ceiling = paired_gains(accuracy[CEILING], original).mean if CEILING in accuracy else None
     seeds = sorted(original)
@@ -211,7 +220,30 @@ def report(args, accuracy: dict[str, dict[int, float]]) -> tuple[str, dict]:
             f"{'—' if share is None else f'{share:.0%}'} |"
         )
         figures[row] = {"accuracy": by_seed, "gain": gains.mean, "std": gains.std, "wins": gains.wins}
+    lines += per_class_lines(order[1:], per_class)
     return "\n".join(lines) + "\n", figures
+
+
+def per_class_lines(rows: list[str], per_class: dict[str, dict[int, list]]) -> list[str]:
+    from diffexpand.data.fashion_mnist import CLASS_NAMES
+
+    def named(by_seed: dict[int, list]) -> dict[int, dict[str, float]]:
+        return {seed: dict(zip(CLASS_NAMES, accs, strict=True)) for seed, accs in by_seed.items()}
+
+    lines = [
+        "",
+        "Paired gain per class (points, mean over seeds):",
+        "",
+        "| row | " + " | ".join(CLASS_NAMES) + " |",
+        "|---" * (len(CLASS_NAMES) + 1) + "|",
+    ]
+    original = named(per_class["Original"])
+    for row in rows:
+        gains = paired_gains_per_class(named(per_class[row]), original)
+        lines.append(
+            f"| {row} | " + " | ".join("—" if g is None else f"{g:+.1f}" for g in gains.values()) + " |"
+        )
+    return lines
 
 
 def main(argv=None) -> dict:
@@ -232,8 +264,11 @@ def main(argv=None) -> dict:
         parser.error(f"--set-weight must lie strictly between 0 and 1, got {args.set_weight}")
     if args.weight_decay < 0:
         parser.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    measured = probe_table(args)
-    text, figures = report(args, measured["accuracy"])
+    try:
+        measured = probe_table(args)
+    except FileNotFoundError as err:  # no sets to probe: say what is missing, not a traceback
+        parser.error(str(err))
+    text, figures = report(args, measured["accuracy"], measured["per_class"])
     stem = Path(args.bench) / f"linear_probe-{args.split}-{args.shots}shot"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(

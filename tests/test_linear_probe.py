@@ -77,7 +77,7 @@ def write_set(folder, images, labels, soft=None):
     (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
 
 
-def test_the_script_pairs_each_set_with_the_real_images_alone(tmp_path):
+def test_the_script_pairs_each_set_with_the_real_images_alone(tmp_path, capsys):
     """On a fake benchmark run (oracle features: fast): extra correctly labelled real images help on every
     seed, the same images with shifted labels cost on every seed, and the table says so with the ceiling's
     share; a method missing a seed is named."""
@@ -98,14 +98,19 @@ def test_the_script_pairs_each_set_with_the_real_images_alone(tmp_path):
     assert figures["wrong"]["wins"] == 0 and figures["wrong"]["gain"] < 0
     report = (tmp_path / "linear_probe-validation-5shot.md").read_text()
     assert "| real (ceiling: other real images) |" in report and "100%" in report
+    wrong_per_class = next(
+        line for line in report.splitlines() if line.startswith("| wrong | ") and "%" not in line
+    )
+    assert wrong_per_class.count("|") == 12 and "-" in wrong_per_class  # a loss shows on its classes
     saved = json.loads((tmp_path / "linear_probe-validation-5shot.json").read_text())
     assert len(saved["per_class"]["wrong"]["0"]) == 10
 
     with pytest.raises(FileNotFoundError, match=r"\['partial'\].*complete: \['real', 'wrong'\]"):
-        linear_probe.main([*args, "--rows", "real", "partial", "--cache", str(tmp_path / "cache")])
+        linear_probe.set_folders(tmp_path, 5, [0, 1], ["real", "partial"])
     assert set(linear_probe.set_folders(tmp_path, 5, None, None)) == {"real", "wrong"}  # seeds 0 and 1
-    with pytest.raises(FileNotFoundError, match="any method"):
-        linear_probe.set_folders(tmp_path, 10, None, None)
+    with pytest.raises(SystemExit):
+        linear_probe.main(["--bench", str(tmp_path), "--shots", "10"])
+    assert "holds no 10-shot set" in capsys.readouterr().err
 
 
 def test_a_sets_soft_labels_are_its_targets(tmp_path):
