@@ -38,7 +38,7 @@ from diffexpand.classification.paired import (  # noqa: E402
 )
 
 NUM_CLASSES = 10
-CEILING = "real"
+CEILING = "real"  # the tiny benchmark's Real ×5 set folder (its CEILING_METHOD)
 SPLITS = ("validation", "test")
 
 
@@ -213,7 +213,7 @@ def report(
         gains = paired_gains(by_seed, original)
         share = share_of_ceiling(gains.mean, ceiling) if ceiling is not None else None
         spread = f" ± {gains.std:.2f}" if gains.std is not None else ""
-        name = f"{row} (ceiling: other real images)" if row == CEILING else row
+        name = f"{row_label(row)} (ceiling: other real images)" if row == CEILING else row_label(row)
         lines.append(
             f"| {name} | {mean:.2f} | {' / '.join(f'{gains.gains[s]:+.2f}' for s in seeds)} | "
             f"{gains.mean:+.2f}{spread} | {gains.wins}/{gains.seeds} | "
@@ -222,6 +222,13 @@ def report(
         figures[row] = {"accuracy": by_seed, "gain": gains.mean, "std": gains.std, "wins": gains.wins}
     lines += per_class_lines(order[1:], per_class)
     return "\n".join(lines) + "\n", figures
+
+
+def row_label(method: str) -> str:
+    """The tiny benchmark's row name of a set method ("diffii" -> "Diff-II"), else the folder's name."""
+    from benchmarks.tiny_benchmark import ROWS
+
+    return next((row for row, (made_by, _) in ROWS.items() if made_by == method), method)
 
 
 def per_class_lines(rows: list[str], per_class: dict[str, dict[int, list]]) -> list[str]:
@@ -241,7 +248,9 @@ def per_class_lines(rows: list[str], per_class: dict[str, dict[int, list]]) -> l
     for row in rows:
         gains = paired_gains_per_class(named(per_class[row]), original)
         lines.append(
-            f"| {row} | " + " | ".join("—" if g is None else f"{g:+.1f}" for g in gains.values()) + " |"
+            f"| {row_label(row)} | "
+            + " | ".join("—" if g is None else f"{g:+.1f}" for g in gains.values())
+            + " |"
         )
     return lines
 

@@ -97,7 +97,7 @@ def test_the_script_pairs_each_set_with_the_real_images_alone(tmp_path, capsys):
     assert figures["real"]["wins"] == 2 and figures["real"]["gain"] > 0
     assert figures["wrong"]["wins"] == 0 and figures["wrong"]["gain"] < 0
     report = (tmp_path / "linear_probe-validation-5shot.md").read_text()
-    assert "| real (ceiling: other real images) |" in report and "100%" in report
+    assert "| Real ×5 (ceiling: other real images) |" in report and "100%" in report
     wrong_per_class = next(
         line for line in report.splitlines() if line.startswith("| wrong | ") and "%" not in line
     )
