@@ -30,15 +30,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tiny_benchmark import CEILING_METHOD, IMAGE_SIZE, ROWS, inputs_digest, set_inputs  # noqa: E402
 from diffexpand.classification.linear_probe import ProbeData, fit_linear_probe, probe_accuracy  # noqa: E402
 from diffexpand.classification.paired import (  # noqa: E402
     paired_gains,
     paired_gains_per_class,
     share_of_ceiling,
 )
+from diffexpand.data.fashion_mnist import CLASS_NAMES  # noqa: E402
 
-NUM_CLASSES = 10
-CEILING = "real"  # the tiny benchmark's Real ×5 set folder (its CEILING_METHOD)
+CEILING = CEILING_METHOD  # the set folder of the tiny benchmark's Real ×5 row
+NUM_CLASSES = len(CLASS_NAMES)
 SPLITS = ("validation", "test")
 
 
@@ -82,7 +84,7 @@ def set_targets(folder: Path) -> torch.Tensor:
 def set_images(folder: Path) -> torch.Tensor:
     from diffexpand.evaluation.synthetic_quality import load_synthetic
 
-    return load_synthetic(folder)[0]
+    return load_synthetic(folder, IMAGE_SIZE)[0]
 
 
 class Features:
@@ -114,7 +116,7 @@ class Features:
 def real_images(x: np.ndarray, indices: np.ndarray) -> torch.Tensor:
     from diffexpand.evaluation.synthetic_quality import fashion_mnist_as_rgb
 
-    return fashion_mnist_as_rgb(x[indices], 32)
+    return fashion_mnist_as_rgb(x[indices], IMAGE_SIZE)
 
 
 def indices_digest(indices: np.ndarray) -> str:
@@ -123,7 +125,6 @@ def indices_digest(indices: np.ndarray) -> str:
 
 def probe_table(args) -> dict:
     """Fit every probe: {"accuracy": {row: {seed: acc %}}, "per_class": {row: {seed: [acc % per class]}}}."""
-    from benchmarks.tiny_benchmark import inputs_digest, set_inputs
     from diffexpand.data.fashion_mnist import load_fashion_mnist
     from diffexpand.data.subsets import few_shot_indices, validation_indices
 
@@ -226,14 +227,10 @@ def report(
 
 def row_label(method: str) -> str:
     """The tiny benchmark's row name of a set method ("diffii" -> "Diff-II"), else the folder's name."""
-    from benchmarks.tiny_benchmark import ROWS
-
     return next((row for row, (made_by, _) in ROWS.items() if made_by == method), method)
 
 
 def per_class_lines(rows: list[str], per_class: dict[str, dict[int, list]]) -> list[str]:
-    from diffexpand.data.fashion_mnist import CLASS_NAMES
-
     def named(by_seed: dict[int, list]) -> dict[int, dict[str, float]]:
         return {seed: dict(zip(CLASS_NAMES, accs, strict=True)) for seed, accs in by_seed.items()}
 
