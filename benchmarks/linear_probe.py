@@ -30,7 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.tiny_benchmark import CEILING_METHOD, IMAGE_SIZE, ROWS, inputs_digest, set_inputs  # noqa: E402
+from benchmarks.bench_protocol import CEILING_METHOD, IMAGE_SIZE, ROWS  # noqa: E402
+from benchmarks.stage_records import inputs_digest, set_inputs  # noqa: E402
 from diffexpand.classification.linear_probe import ProbeData, fit_linear_probe, probe_accuracy  # noqa: E402
 from diffexpand.classification.paired import (  # noqa: E402
     paired_gains,

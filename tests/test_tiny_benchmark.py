@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import tiny_benchmark
-from benchmarks.tiny_benchmark import CEILING, PROFILES, mean_std, write_report
+from benchmarks import stage_records, tiny_benchmark
+from benchmarks.bench_protocol import CEILING, PROFILES
+from benchmarks.bench_report import mean_std, write_report
 
 QUICK_ROWS = ["Original", CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]
 
@@ -271,15 +272,15 @@ def test_concepts_and_sets_made_on_another_prior_are_refused(tmp_path, capsys):
     prior = fake_prior(tmp_path / "prior", b"first")
     concept_config = tiny_benchmark.REPO / "configs" / "concept.yaml"
     method_config = tiny_benchmark.REPO / "configs" / "expand" / "diffii.yaml"
-    assert tiny_benchmark.prior_of(method_config, []) == str(DEFAULT_PRIOR)
+    assert stage_records.prior_of(method_config, []) == str(DEFAULT_PRIOR)
     chosen = ["--a=1", f"--model.init_args.pretrained={prior}"]
-    assert tiny_benchmark.prior_of(method_config, chosen) == str(prior)
-    assert tiny_benchmark.prior_of(concept_config, ["--model.pretrained", str(prior), "--b=2"]) == str(prior)
+    assert stage_records.prior_of(method_config, chosen) == str(prior)
+    assert stage_records.prior_of(concept_config, ["--model.pretrained", str(prior), "--b=2"]) == str(prior)
     own = tmp_path / "own.yaml"
     own.write_text(f"model:\n  init_args:\n    pretrained: {prior}\n")
-    assert tiny_benchmark.prior_of(own, []) == str(prior)
-    assert tiny_benchmark.prior_fingerprint(own, []) == model_fingerprint(prior)
-    assert tiny_benchmark.prior_fingerprint(own, ["--model.init_args.pretrained=no/such/hub-id"]) == (
+    assert stage_records.prior_of(own, []) == str(prior)
+    assert stage_records.prior_fingerprint(own, []) == model_fingerprint(prior)
+    assert stage_records.prior_fingerprint(own, ["--model.init_args.pretrained=no/such/hub-id"]) == (
         "not on this machine: no/such/hub-id"
     )
     assert tiny_benchmark.set_settings("diffii", tmp_path, [])["prior"] == model_fingerprint(DEFAULT_PRIOR)
@@ -291,7 +292,7 @@ def test_concepts_and_sets_made_on_another_prior_are_refused(tmp_path, capsys):
     record = tmp_path / "concepts" / "5shot-seed0.bench.json"
     settings = {
         "extra": extra,
-        "inputs": tiny_benchmark.inputs_digest(concept_config),
+        "inputs": stage_records.inputs_digest(concept_config),
         "prior": model_fingerprint(prior),
     }
     record.write_text(json.dumps({"settings": settings}))

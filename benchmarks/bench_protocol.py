@@ -1,0 +1,61 @@
+"""The tiny benchmark's protocol: the rows it compares, the profiles it runs, the splits it evaluates
+on, and the expansion settings every method config shares (read from configs/expand/base/data.yaml, so
+the Real ×N ceiling adds as many images as a method does)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXPANSION_DATA = REPO / "configs" / "expand" / "base" / "data.yaml"  # what every method config expands
+
+
+def expansion_settings(path: Path = EXPANSION_DATA) -> tuple[float, int]:
+    """(expansion ratio, image size) of the method configs' shared data settings."""
+    init = (yaml.safe_load(path.read_text()) or {}).get("init_args", {})
+    ratio, size = init.get("expansion_ratio"), (init.get("real") or {}).get("image_size")
+    if not isinstance(ratio, int | float) or ratio <= 0 or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{path}: expected init_args.expansion_ratio > 0 and init_args.real.image_size, "
+                         f"got {ratio!r} and {size!r}")  # fmt: skip
+    return float(ratio), size
+
+
+EXPANSION_RATIO, IMAGE_SIZE = expansion_settings()
+CEILING = f"Real ×{EXPANSION_RATIO:g}"  # other real images, as many as a method adds
+CEILING_METHOD = "real"  # its set folder: sets/real-<shots>shot-seed<seed>
+DIFF_II_MIXING = "replace"
+ROWS = {  # row label -> expansion method (None: real images only); mixing for the classifier
+    "Original": (None, "replace"),
+    CEILING: (CEILING_METHOD, DIFF_II_MIXING),  # through the classifier as Diff-II's set goes
+    "txt2img": ("txt2img", "replace"),
+    "Real-Guidance": ("real_guidance", "replace"),
+    "DA-Fusion": ("dafusion", "replace"),
+    "Diff-AUG": ("diffaug", "replace"),
+    "Diff-Mix": ("diffmix", "replace"),
+    "Diff-II": ("diffii", DIFF_II_MIXING),
+    "DistDiff": ("distdiff", "concat"),  # DistDiff trains on the concatenation (its paper)
+    # a Diff-II set with guidance, mixed as Diff-II's: its paired difference to Diff-II is the guidance
+    "Diff-II+DistDiff": ("diffii_distdiff", DIFF_II_MIXING),
+}
+SYNTHETIC_ONLY = "synthetic_only"  # the classifier's mixing that trains on a set alone
+# The synthetic-only column costs one more classifier run per row and seed: full profile only, which
+# keeps `make demo` within its 15 minutes on 2 cores.
+PROFILES = {
+    "quick": {
+        "shots": [5],
+        "seeds": [0],
+        "rows": ["Original", CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"],
+        "curve": False,
+        "synthetic_only": False,
+    },
+    "full": {"shots": [5, 10], "seeds": [0, 1, 2], "rows": list(ROWS), "curve": True, "synthetic_only": True},
+}
+SPLITS = ("test", "validation")
+SPLIT_RATIOS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)

@@ -1,0 +1,94 @@
+"""The tiny benchmark's stage records: what a finished stage (concepts, a set, a classifier run) was made
+from — its extra settings, a digest of the files it read, the fingerprint of the prior it loaded — and
+the check that lets a rerun into the same --out reuse it only when all of them still hold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from benchmarks.bench_protocol import say
+
+
+def inputs_digest(*paths: Path) -> str:
+    """A digest of the files a stage reads (config files, a concept folder, a set's images), so a stage
+    made from other versions of them is not taken for this one. A folder counts with every file in it
+    (by relative name and content); a path that does not exist counts as absent."""
+    digest = hashlib.sha256()
+    for path in paths:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            name = file.relative_to(path) if path.is_dir() else file.name
+            content = hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"absent"
+            digest.update(f"{name}\0".encode() + content)
+    return digest.hexdigest()[:16]
+
+
+def set_inputs(folder: Path) -> list[Path]:
+    """What a classifier reads of a set: its records and images (not the figures written beside them)."""
+    return [folder / "metadata.jsonl", folder / "images"]
+
+
+# What a record keeps besides its extra settings, each added later than the one before: a record made
+# before a key existed lacks it and is reused unchecked on that point, with a note.
+DIGESTS = {"inputs": "a digest of their input files", "prior": "the fingerprint of the prior they loaded"}
+
+
+def _without(settings: dict, keys) -> dict:
+    return {k: v for k, v in settings.items() if k not in keys}
+
+
+def reused(record: Path, settings: dict) -> dict:
+    """A finished stage's record, if it was made with these extra settings, from the same input files and
+    on the same prior. Stages are found by name, so a rerun into the same --out with other
+    --concept-args / --expand-args / --classifier-args, or after a config file, the concepts, a set or
+    the prior changed, would otherwise report the old concepts, set or accuracy as the new one's. (A
+    record without settings predates them; one without a digest key predates that key: each taken as
+    far as it goes, the latter with a note.)"""
+    done = json.loads(record.read_text())
+    made = done.get("settings", settings)
+    unchecked = [key for key in DIGESTS if key in settings and key not in made]
+    wanted = _without(settings, unchecked)
+    if made != wanted:
+        what = "other input files (a config, the concepts or a set changed since)"
+        if made.get("prior") != wanted.get("prior"):
+            what = f"another prior ({made.get('prior')}, now {wanted.get('prior')})"
+        if _without(made, DIGESTS) != _without(wanted, DIGESTS):
+            what = f"other settings ({_without(made, DIGESTS)}, now {_without(wanted, DIGESTS)})"
+        raise ValueError(
+            f"{record} was made with {what}: give this run another --out, or delete that stage to remake it"
+        )
+    if unchecked:
+        kept = " or ".join(DIGESTS[key] for key in unchecked)
+        say(f"reusing {record}, made before stages kept {kept}: not checked against them")
+    return done
+
+
+PRIOR_FLAGS = ("--model.init_args.pretrained", "--model.pretrained")
+
+
+def prior_of(config: Path, extra: list[str]) -> str:
+    """The prior a concept or expansion run loads: the last pretrained setting among its extra arguments
+    (as jsonargparse takes the last), else its config's, else the default prior."""
+    from diffexpand.paths import DEFAULT_PRIOR
+
+    for i in reversed(range(len(extra))):
+        flag, given, value = extra[i].partition("=")
+        if flag in PRIOR_FLAGS and (given or i + 1 < len(extra)):
+            return value if given else extra[i + 1]
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    return str((model.get("init_args") or {}).get("pretrained") or model.get("pretrained") or DEFAULT_PRIOR)
+
+
+def prior_fingerprint(config: Path, extra: list[str]) -> str:
+    """The content fingerprint of that prior (its configs, tokenizer and weights), so concepts and sets
+    made on an earlier prior (before `make prior` rewrote it, say) are not taken for this one's."""
+    from diffexpand.models.identity import model_identity
+    from diffexpand.paths import in_repo
+
+    source = prior_of(config, extra)
+    identity = model_identity(in_repo(source) or source)
+    return identity.fingerprint if identity else f"not on this machine: {source}"
