@@ -59,17 +59,17 @@ prior-v1: setup
 		$(call ASSET_RUN,prior-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
 
-# The prior v2 (issue 20) trains across CPU sessions, and only what is committed survives a session: its
-# first stage (the VAE and the first UNet steps of configs/prior-v2.yaml) is kept as
-# assets/tiny-fashion-prior-v2-stage1, which the next stage starts from (init_from).
+# The prior v2 (issue 20) trains in two stages (a CPU session cannot train both): the first (the VAE and
+# the first UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1,
+# which the second starts from (init_from). It is not committed: the working tree must stay within what the
+# GPU machines take (64 MiB); the export that made the committed v2 is in git history (commit 920fdba).
 prior-v2-stage1: setup
-	$(PY) train.py fit --config configs/prior-v2.yaml \
-		--model.init_args.output_dir=assets/tiny-fashion-prior-v2-stage1 $(call ASSET_RUN,prior-v2-asset)
-	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2-stage1 \
-		--out assets/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
+	$(PY) train.py fit --config configs/prior-v2.yaml $(call ASSET_RUN,prior-v2-asset)
+	$(PY) tools/evaluate_prior.py --prior outputs/tiny-fashion-prior-v2-stage1 \
+		--out outputs/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
 
-# Stage 2 continues from the committed stage 1 (configs/prior-v2-stage2.yaml); both stages from nothing:
-# make prior-v2-stage1 prior-v2.
+# Stage 2 continues from stage 1's export (configs/prior-v2-stage2.yaml); both stages from nothing:
+# make prior (= make prior-v2-stage1 prior-v2).
 prior-v2: setup
 	$(PY) train.py fit --config configs/prior-v2-stage2.yaml \
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage2-asset)

@@ -53,7 +53,6 @@ WEIGHT_FILE = (
 # Committed artifacts and how to make them again (shown in load errors).
 ASSET_RECIPES = {
     "tiny-fashion-prior": "make prior-v1",
-    "tiny-fashion-prior-v2-stage1": "make prior-v2-stage1",
     "tiny-fashion-prior-v2": "make prior",
     "fashion-oracle": "make oracle",
     "tiny-fashion-clip": "make clip",
