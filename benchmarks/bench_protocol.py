@@ -58,4 +58,5 @@ SPLIT_RATIOS = [0.0, 0.1, 0.3, 0.5, 0.7, 1.0]
 
 
 def say(message: str) -> None:
+    """One progress line of the benchmark's log, with the time of day."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
