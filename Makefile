@@ -44,12 +44,13 @@ bench: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile full
 
 # Runs that write the committed artifacts keep their checkpoints and CSV logs apart from the default runs'
-# (a rerun resumes only a run with the same settings, and these differ in output_dir).
+# (a rerun resumes only a run with the same settings).
 ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=runs/$(1)/checkpoints \
 	--trainer.logger.init_args.save_dir=runs/$(1)
 
 # Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
-# configs and tools write under outputs/ by default; only these targets write into assets/.
+# configs and tools write under outputs/ by default; only these targets write into assets/ (stage 1 of the
+# prior v2 too is an intermediate, written under outputs/).
 # The default prior, v2 (attribute captions), from nothing: both stages below.
 prior: prior-v2-stage1 prior-v2
 
@@ -59,10 +60,11 @@ prior-v1: setup
 		$(call ASSET_RUN,prior-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
 
-# The prior v2 (issue 20) trains in two stages (a CPU session cannot train both): the first (the VAE and
-# the first UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1,
-# which the second starts from (init_from). It is not committed: the working tree must stay within what the
-# GPU machines take (64 MiB); the export that made the committed v2 is in git history (commit 920fdba).
+# The prior v2 (issue 20) was trained in two stages, one CPU session each: the first (the VAE and the first
+# UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1, which the
+# second starts from (init_from). It is not committed: the working tree must stay within what the GPU
+# machines take (64 MiB). The export the committed v2 started from, into outputs/ (no git index change):
+#   git archive 920fdba assets/tiny-fashion-prior-v2-stage1 | tar -x --strip-components=1 -C outputs
 prior-v2-stage1: setup
 	$(PY) train.py fit --config configs/prior-v2.yaml $(call ASSET_RUN,prior-v2-asset)
 	$(PY) tools/evaluate_prior.py --prior outputs/tiny-fashion-prior-v2-stage1 \
@@ -70,7 +72,10 @@ prior-v2-stage1: setup
 
 # Stage 2 continues from stage 1's export (configs/prior-v2-stage2.yaml); both stages from nothing:
 # make prior (= make prior-v2-stage1 prior-v2).
+V2_STAGE1 = outputs/tiny-fashion-prior-v2-stage1
 prior-v2: setup
+	@test -f $(V2_STAGE1)/model_index.json || { echo "make prior-v2 continues stage 1's export, \
+	$(V2_STAGE1), which is not there: run make prior-v2-stage1 first (make prior runs both)" >&2; exit 1; }
 	$(PY) train.py fit --config configs/prior-v2-stage2.yaml \
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage2-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
