@@ -118,6 +118,12 @@ def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = Fa
     }
 
 
+def here(info: dict, folder: Path) -> dict:
+    """A reused set's record with the folder it lies in now: a record keeps the path it was written at,
+    and a copied or moved --out must train on its own sets, not on the ones at the old path."""
+    return {**info, "folder": str(folder)}
+
+
 def make_set(
     out: Path, method: str, shots: int, seed: int, concepts: Path, extra: list[str], paper: bool = False
 ) -> dict:
@@ -132,7 +138,7 @@ def make_set(
     info_file = folder / "bench.json"
     settings = set_settings(method, concepts, extra, paper)
     if info_file.is_file():
-        return reused(info_file, settings)
+        return here(reused(info_file, settings), folder)
     say(f"expanding with {method} ({shots}-shot seed {seed})")
     config = REPO / "configs" / "expand" / f"{method}.yaml"
     args = [
@@ -180,7 +186,7 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
     folder = out / "sets" / f"{CEILING_METHOD}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
     if info_file.is_file():
-        return json.loads(info_file.read_text())
+        return here(json.loads(info_file.read_text()), folder)
     say(f"writing the {CEILING} set ({shots}-shot seed {seed})")
     data = read_dataset("fashion_mnist", None, "train")
     subset = few_shot_indices(data.labels, shots, seed)  # the classifier's real subset (classifier.yaml)

@@ -4,6 +4,7 @@ ceiling set the benchmark writes."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,8 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
 
 def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsys):
     """A set is not reused after the concepts it was made from changed, nor a classifier result after
-    its set's records or images changed; a record made before digests were kept is reused with a note."""
+    its set's records or images changed; a record made before digests were kept is reused with a note; a
+    set reused from a copied --out is the copy."""
     concepts = tmp_path / "concepts" / "5shot-seed0"
     concepts.mkdir(parents=True)
     (concepts / "concepts.json").write_text('{"tokens": 4}')
@@ -235,6 +237,14 @@ def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsy
     result.write_text(json.dumps({"metrics": {"test/acc": 0.6}, "settings": trained}))
     assert tiny_benchmark.make_set(tmp_path, "diffii", 5, 0, concepts, []) == made
     assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.6
+    moved = tmp_path / "copy"  # the whole --out copied elsewhere: a reused set is the copy, not the original
+    shutil.copytree(tmp_path / "sets", moved / "sets")
+    again = tiny_benchmark.make_set(moved, "diffii", 5, 0, concepts, [])
+    assert again == made | {"folder": str(moved / "sets" / "diffii-5shot-seed0")}
+    ceiling = moved / "sets" / "real-5shot-seed0"
+    ceiling.mkdir()
+    (ceiling / "bench.json").write_text(json.dumps({"folder": "/elsewhere/real-5shot-seed0", "images": 1}))
+    assert tiny_benchmark.make_ceiling_set(moved, 5, 0) == {"folder": str(ceiling), "images": 1}
 
     txt2img = tiny_benchmark.set_settings("txt2img", concepts, [])  # a method without concepts
     (concepts / "concepts.json").write_text('{"tokens": 8}')  # re-learned
