@@ -37,18 +37,42 @@ def set_inputs(folder: Path) -> list[Path]:
 DIGESTS = {"inputs": "a digest of their input files", "prior": "the fingerprint of the prior they loaded"}
 
 
+def write_record(path: Path, record: dict) -> None:
+    """A stage's record, written whole or not at all: a run killed while writing it leaves no torn file
+    that the next run would take for the stage's result."""
+    from diffexpand.manifest import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def read_record(path: Path, *keys: str) -> dict:
+    """A stage's record (a JSON object with these keys), or an error that names the file and what to do."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"not readable JSON ({err})"
+    else:
+        if not isinstance(record, dict):
+            problem = "not a JSON object"
+        elif missing := [key for key in keys if key not in record]:
+            problem = f"lacks {', '.join(missing)}"
+        else:
+            return record
+    raise ValueError(f"{path}: {problem}; delete it to remake that stage")
+
+
 def _without(settings: dict, keys) -> dict:
     return {k: v for k, v in settings.items() if k not in keys}
 
 
-def reused(record: Path, settings: dict) -> dict:
+def reused(record: Path, settings: dict, *required: str) -> dict:
     """A finished stage's record, if it was made with these extra settings, from the same input files and
     on the same prior. Stages are found by name, so a rerun into the same --out with other
     --concept-args / --expand-args / --classifier-args, or after a config file, the concepts, a set or
     the prior changed, would otherwise report the old concepts, set or accuracy as the new one's. (A
     record without settings predates them; one without a digest key predates that key: each taken as
-    far as it goes, the latter with a note.)"""
-    done = json.loads(record.read_text())
+    far as it goes, the latter with a note.) `required`: the keys the record must have."""
+    done = read_record(record, *required)
     made = done.get("settings", settings)
     unchecked = [key for key in DIGESTS if key in settings and key not in made]
     wanted = _without(settings, unchecked)

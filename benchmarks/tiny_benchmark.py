@@ -28,7 +28,6 @@ extra settings, from the same config files, concepts and sets, and on the same p
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -50,7 +49,14 @@ from benchmarks.bench_protocol import (  # noqa: E402
     say,
 )
 from benchmarks.bench_report import write_report  # noqa: E402
-from benchmarks.stage_records import inputs_digest, prior_fingerprint, reused, set_inputs  # noqa: E402
+from benchmarks.stage_records import (  # noqa: E402
+    inputs_digest,
+    prior_fingerprint,
+    read_record,
+    reused,
+    set_inputs,
+    write_record,
+)
 from diffexpand.classification.metrics import accuracy_per_class_from_confusion  # noqa: E402
 
 COMMITTED_CONCEPTS = REPO / "assets" / "concepts"
@@ -90,7 +96,7 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
             "--trainer.enable_checkpointing=false",
         ]
         train.cli_main([*concept_args, *extra])
-        record.write_text(json.dumps({"settings": settings}, indent=1) + "\n")
+        write_record(record, {"settings": settings})
     return folder
 
 
@@ -168,7 +174,7 @@ def make_set(
         "diversity": quality["diversity"],
         "settings": settings,
     }
-    info_file.write_text(json.dumps(info, indent=1) + "\n")
+    write_record(info_file, info)
     return info
 
 
@@ -186,7 +192,7 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
     folder = out / "sets" / f"{CEILING_METHOD}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
     if info_file.is_file():
-        return here(json.loads(info_file.read_text()), folder)
+        return here(read_record(info_file, "folder"), folder)
     say(f"writing the {CEILING} set ({shots}-shot seed {seed})")
     data = read_dataset("fashion_mnist", None, "train")
     subset = few_shot_indices(data.labels, shots, seed)  # the classifier's real subset (classifier.yaml)
@@ -206,7 +212,7 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
         "faithfulness": quality["faithfulness"],
         "diversity": quality["diversity"],
     }
-    info_file.write_text(json.dumps(info, indent=1) + "\n")
+    write_record(info_file, info)
     return info
 
 
@@ -243,7 +249,7 @@ def classify(
     key = f"{split}/acc"  # the classifier names its final figures after the split
     settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
-        return reused(result_file, settings)["metrics"][key]
+        return reused(result_file, settings, "metrics")["metrics"][key]
     say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "
         f"({shots}-shot seed {seed}, evaluated on {split})")  # fmt: skip
     classify_args = [
@@ -277,7 +283,7 @@ def classify(
         result["per_class_acc"] = dict(zip(cli.datamodule.class_names, per_class, strict=True))
         result["confusion"] = confusion
     result_file.parent.mkdir(parents=True, exist_ok=True)
-    result_file.write_text(json.dumps(result, indent=1) + "\n")
+    write_record(result_file, result)
     return metrics[key]
 
 
@@ -293,7 +299,7 @@ def per_class_of(out: Path, row: str, mixing: str, shots: int, seed: int, split:
     path = result_path(out, row, mixing, shots, seed, split)
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get("per_class_acc")
+    return read_record(path).get("per_class_acc")
 
 
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str], paper: bool = False) -> list[dict]:

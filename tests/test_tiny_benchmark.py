@@ -4,6 +4,7 @@ ceiling set the benchmark writes."""
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -355,3 +356,35 @@ def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_
     assert tiny_benchmark.ensure_concepts(tmp_path, 5, 0, ["--r=4"]) == concepts
     with pytest.raises(ValueError, match="5shot-seed0.bench.json was made with other settings"):
         tiny_benchmark.ensure_concepts(tmp_path, 5, 0, ["--r=8"])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [('{"settings": {"ext', "not readable JSON"), ("[1, 2]", "not a JSON object"), ("{}", "lacks metrics")],
+)
+def test_a_torn_or_foreign_stage_record_is_named_not_reused(tmp_path, content, problem):
+    """A classifier record cut short (a run killed while writing, before records were written whole) or
+    not a record at all stops the rerun with the file's name and what to do, not a traceback."""
+    result = tiny_benchmark.result_path(tmp_path, "Original", "replace", 5, 0, "test")
+    result.parent.mkdir(parents=True)
+    result.write_text(content)
+    with pytest.raises(ValueError, match=rf"Original-5shot-seed0.json: {problem}.*delete it to remake"):
+        tiny_benchmark.classify(tmp_path, "Original", None, "replace", 5, 0, [])
+
+
+def test_stage_records_are_written_whole(tmp_path, monkeypatch):
+    """A record is written beside its place and renamed over it: a write that fails half-way leaves the
+    previous record (or none), never a torn one."""
+    path = tmp_path / "classifier" / "test" / "Original-5shot-seed0.json"
+    stage_records.write_record(path, {"metrics": {"test/acc": 0.5}})
+    assert stage_records.read_record(path, "metrics") == {"metrics": {"test/acc": 0.5}}
+
+    def disk_full(fd):  # the bytes were handed over, then the disk turns out full
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        stage_records.write_record(path, {"metrics": {"test/acc": 0.9}})
+    monkeypatch.undo()
+    assert stage_records.read_record(path, "metrics") == {"metrics": {"test/acc": 0.5}}
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
