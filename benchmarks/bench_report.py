@@ -125,10 +125,19 @@ def table_lines(summary: list[dict], with_synthetic_only: bool) -> list[str]:
 
 
 def per_class_lines(summary: list[dict]) -> list[str]:
-    """The per-class paired gains as a table (one column per class); none when no row has them."""
+    """The per-class paired gains as a table (one column per class), and which rows lack them (a run of
+    theirs or of Original's did not keep its accuracy per class: made before the benchmark kept it)."""
     rows = [s for s in summary if s["per_class_gain"]]
+    lacking = [s["row"] for s in summary if s["paired"] is not None and not s["per_class_gain"]]
+    note = []
+    if lacking:
+        note = [
+            f"No per-class gains for {', '.join(lacking)}: a run of theirs or of Original's predates "
+            "per-class records (delete those classifier/ records and rerun to fill them in).",
+            "",
+        ]
     if not rows:
-        return []
+        return note
     classes = list(rows[0]["per_class_gain"])
     lines = [
         "Paired gain per class, points (mean over seeds of the row's accuracy on the class − Original's):",
@@ -139,7 +148,7 @@ def per_class_lines(summary: list[dict]) -> list[str]:
     for s in rows:
         cells = [_cell(None if g is None else 100 * g, "+.1f") for g in s["per_class_gain"].values()]
         lines.append(f"| {s['row']} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] + note
 
 
 def per_class_csv_rows(summary: list[dict], shots: int, split: str) -> list[dict]:

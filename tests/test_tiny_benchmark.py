@@ -113,6 +113,7 @@ def test_report_shows_each_rows_gain_class_by_class_when_every_run_kept_it(tmp_p
     text = write_report(tmp_path, _profile(False), results, [], 1.0, "quick", "validation")
     assert "| method | T-shirt/top | Ankle boot |" in text and "| Diff-II | +16.7 | -10.0 |" in text
     assert "| DistDiff |" not in text.split("Paired gain per class")[1]
+    assert "No per-class gains for Real ×5, txt2img, DistDiff, Diff-II+DistDiff: a run of theirs" in text
     rows = list(csv.DictReader((tmp_path / "results_per_class-validation.csv").open()))
     assert [(r["method"], r["class"]) for r in rows] == [
         ("Diff-II", "T-shirt/top"),
@@ -125,7 +126,9 @@ def test_report_shows_each_rows_gain_class_by_class_when_every_run_kept_it(tmp_p
     assert "| Diff-II | +16.7 | — |" in text
 
     write_report(tmp_path, _profile(False), _results(False), [], 1.0, "quick", "test")
-    assert "Paired gain per class" not in (tmp_path / "report.md").read_text()  # results made without it
+    text = (tmp_path / "report.md").read_text()
+    assert "Paired gain per class" not in text  # results made without it
+    assert "No per-class gains for Real ×5, txt2img, Diff-II, DistDiff, Diff-II+DistDiff:" in text
     assert not (tmp_path / "results_per_class.csv").exists()
 
 
