@@ -34,6 +34,19 @@ class CheckedSet:
     def __len__(self) -> int:
         return len(self.records)
 
+    def image(self, i: int):
+        """Record i's image, fully decoded, in RGB (PIL); one that does not decode is an error naming its
+        line in metadata.jsonl."""
+        from PIL import Image
+
+        from .data.images import load_rgb, reason_of
+
+        try:
+            return load_rgb(self.paths[i])
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            where = f"{self.folder / MANIFEST_NAME} line {self.lines[i]} ({self.records[i]['file_name']})"
+            raise ManifestError(f"{where}: {reason_of(err)}") from None
+
 
 def read_set(folder: str | Path, num_classes: int | None = None) -> CheckedSet:
     """The checked records of the set in `folder` (empty when it has no metadata.jsonl). With

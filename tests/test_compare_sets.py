@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tools.compare_synthetic_sets import compare, main
@@ -32,3 +33,13 @@ def test_equal_sets_pass_and_differences_are_counted(tmp_path):
     relabelled = _set(tmp_path / "relabelled", label=1)
     assert compare(a, relabelled)["differing_lines"] == ["r0", "r1", "r2"]
     assert main([str(a), str(relabelled)]) == 1
+
+
+def test_a_folder_without_records_or_images_of_another_size_is_an_error_not_a_verdict(tmp_path):
+    a = _set(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="holds no metadata.jsonl records"):
+        compare(a, tmp_path / "mistyped")  # would be "0 records in both": the same
+    resized = _set(tmp_path / "resized")
+    Image.new("RGB", (16, 16)).save(resized / "images/r1.png")
+    with pytest.raises(ValueError, match="record 'r1': the images differ in size"):
+        compare(a, resized)

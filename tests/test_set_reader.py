@@ -221,3 +221,13 @@ def test_the_compare_tool_prints_a_hostile_set_as_one_error_line(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert len(errors) == 1 and "metadata.jsonl line 4: file_name leads outside the set folder" in errors[0]
+
+
+@pytest.mark.parametrize("reader", ["set metrics", "compare tool"])
+def test_an_image_that_does_not_decode_is_named_by_its_line(tmp_path, reader):
+    """A record's file that is not an image (or is cut short) stops the reader with the set's line and
+    the reason, not a decoder traceback."""
+    folder = _set(tmp_path / "set", [])
+    (folder / "images/s1.png").write_bytes(b"not a png at all")
+    with pytest.raises(ValueError, match=r"metadata.jsonl line 2 \(images/s1.png\): not an image PIL can"):
+        READERS[reader](folder)

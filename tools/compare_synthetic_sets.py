@@ -16,30 +16,39 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from diffexpand.cli import run_with_clear_errors
 from diffexpand.set_reader import CheckedSet, read_set
 
 
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image, dtype=int)
+def by_record(checked: CheckedSet) -> dict[str, tuple[dict, Path, int]]:
+    """Each record of a checked set with its image and index, by id (by file_name in a set without ids)."""
+    return {r.get("id", r["file_name"]): (r, checked.paths[i], i) for i, r in enumerate(checked.records)}
 
 
-def by_record(checked: CheckedSet) -> dict[str, tuple[dict, Path]]:
-    """Each record of a checked set with its image, by id (by file_name in a set without ids)."""
-    return {
-        r.get("id", r["file_name"]): (r, path) for r, path in zip(checked.records, checked.paths, strict=True)
-    }
+def checked_set(folder: Path) -> CheckedSet:
+    checked = read_set(folder)
+    if not checked.records:  # a mistyped folder would otherwise compare as "the same"
+        raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
+    return checked
+
+
+def level_difference(record: str, first: CheckedSet, i: int, second: CheckedSet, j: int) -> int:
+    """The largest per-pixel difference (8-bit levels, RGB) between two records' images."""
+    a, b = np.asarray(first.image(i), dtype=int), np.asarray(second.image(j), dtype=int)
+    if a.shape != b.shape:
+        raise ValueError(f"record {record!r}: the images differ in size ({a.shape[1]}x{a.shape[0]} in "
+                         f"{first.folder}, {b.shape[1]}x{b.shape[0]} in {second.folder})")  # fmt: skip
+    return int(np.abs(a - b).max())
 
 
 def compare(before: Path, after: Path) -> dict:
-    a, b = by_record(read_set(before)), by_record(read_set(after))
+    first, second = checked_set(before), checked_set(after)
+    a, b = by_record(first), by_record(second)
     common = sorted(a.keys() & b.keys())
     differing_lines = [i for i in common if a[i][0] != b[i][0]]
     key_order = [i for i in common if list(a[i][0]) != list(b[i][0])]
-    levels = [int(np.abs(pixels(a[i][1]) - pixels(b[i][1])).max()) for i in common]
+    levels = [level_difference(i, first, a[i][2], second, b[i][2]) for i in common]
     identical = sum(a[i][1].read_bytes() == b[i][1].read_bytes() for i in common)
     return {
         "records": len(common),

@@ -239,4 +239,6 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from diffexpand.cli import run_with_clear_errors  # an error of ours as one line, not a traceback
+
+    run_with_clear_errors(main)

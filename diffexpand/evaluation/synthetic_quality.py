@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
 from diffexpand.data.subsets import VALIDATION_PER_CLASS, validation_indices
@@ -67,9 +66,8 @@ def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, to
     if not checked.records:
         raise FileNotFoundError(f"{folder} holds no metadata.jsonl records")
     images = []
-    for path in checked.paths:
-        with Image.open(path) as opened:
-            image = torch.from_numpy(np.asarray(opened.convert("RGB")).copy()).permute(2, 0, 1)
+    for i in range(len(checked)):
+        image = torch.from_numpy(np.asarray(checked.image(i)).copy()).permute(2, 0, 1)
         if image.shape[-2:] != (size, size):
             image = resize_uint8(image[None], size)[0]
         images.append(image)
