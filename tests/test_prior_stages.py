@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,4 +164,41 @@ def test_export_prior_refuses_what_it_cannot_export(epsilon_run, tmp_path):
     torch.save(saved | {"state_dict": state}, tmp_path / "vae-stage.ckpt")
     with pytest.raises(ValueError, match="vae-stage.ckpt was saved before the first UNet step"):
         export_checkpoint(tmp_path / "vae-stage.ckpt", tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _idx(path: Path, array: np.ndarray) -> None:
+    """An idx file (uint8) as Fashion-MNIST ships them."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_export_prior_reads_no_data_where_the_checkpoint_points_and_checks_its_counts(epsilon_run, tmp_path):
+    """A checkpoint names the data root its run read; the export fits the captioner on the data it finds
+    itself (or --data-root), not wherever a handed-over checkpoint points, and refuses counts that are
+    not counts."""
+    saved = torch.load(epsilon_run["root"] / "running.ckpt", map_location="cpu", weights_only=True)
+    data = saved["datamodule_hyper_parameters"]
+    assert data["caption"] == "attributes"  # the run this checks has a captioner to fit
+    planted = tmp_path / "planted"  # a tiny dataset of black images: thresholds of 0 everywhere
+    planted.mkdir()
+    labels = np.arange(40) % 10
+    for split, n in (("train", 40), ("t10k", 40)):
+        _idx(planted / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28)))
+        _idx(planted / f"{split}-labels-idx1-ubyte", labels[:n])
+    torch.save(saved | {"datamodule_hyper_parameters": data | {"root": str(planted)}}, tmp_path / "p.ckpt")
+    folder = export_checkpoint(tmp_path / "p.ckpt", tmp_path / "exported")
+    own = json.loads((epsilon_run["root"] / "eps/captioner.json").read_text())
+    assert json.loads((folder / "captioner.json").read_text()) == own  # not the planted data's
+
+    for name, value, problem in (
+        ("image_size", 10**5, "the data's image_size is 100000, not a whole number between 8 and 512"),
+        ("image_size", "32", "the data's image_size is '32', not a whole number"),
+    ):
+        torch.save(saved | {"datamodule_hyper_parameters": data | {name: value}}, tmp_path / "bad.ckpt")
+        with pytest.raises(ValueError, match=f"bad.ckpt: {problem}"):
+            export_checkpoint(tmp_path / "bad.ckpt", tmp_path / "nowhere")
+    torch.save(saved | {"global_step": "many"}, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match="bad.ckpt: global_step is 'many', not a whole number at least 0"):
+        export_checkpoint(tmp_path / "bad.ckpt", tmp_path / "nowhere")
     assert not (tmp_path / "nowhere").exists()

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 
-def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, data_root: Path | None = None) -> Path:
     from diffexpand.models.identity import read_checkpoint
 
     if not checkpoint.is_file():
@@ -41,10 +41,19 @@ def export_checkpoint(checkpoint: Path, out: Path) -> Path:
     batch_size = data.get("batch_size")
     return module.export(
         out,
-        global_step=int(saved.get("global_step", 0)),
+        global_step=_whole_number(checkpoint, "global_step", saved.get("global_step", 0), 0, None),
         batch_size=batch_size if isinstance(batch_size, int) else None,
-        captioner=_captioner(data),
+        captioner=_captioner(checkpoint, data, data_root),
     )
+
+
+def _whole_number(checkpoint: Path, name: str, value, low: int, high: int | None) -> int:
+    """A count the checkpoint records, checked: a whole number within [low, high]."""
+    fits = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    if not fits or (high is not None and value > high):
+        within = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{checkpoint}: {name} is {value!r}, not a whole number {within}")
+    return value
 
 
 def _trainer_of(checkpoint: Path, hparams: dict):
@@ -75,13 +84,16 @@ def _trainer_of(checkpoint: Path, hparams: dict):
         raise ValueError(f"{checkpoint}: its settings do not build a prior trainer ({err})") from err
 
 
-def _captioner(data: dict):
-    """The attribute captioner of a run with attribute captions (None for other captions)."""
+def _captioner(checkpoint: Path, data: dict, data_root: Path | None):
+    """The attribute captioner of a run with attribute captions (None for other captions), fitted on the
+    Fashion-MNIST training split found under `data_root` (else where the project looks by default): never
+    at a path the checkpoint names, which could lie anywhere."""
     if data.get("caption") != "attributes":
         return None
     from datamodules.fashion_mnist import training_split_captioner
 
-    return training_split_captioner(data.get("root"), int(data.get("image_size", 32)))
+    size = _whole_number(checkpoint, "the data's image_size", data.get("image_size", 32), 8, 512)
+    return training_split_captioner(str(data_root) if data_root else None, size)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint of a prior run (train.py fit)")
     parser.add_argument("out", type=Path, help="the folder to write (diffusers layout)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="Fashion-MNIST for the attribute captioner's thresholds (default: where training finds it)",
+    )
     args = parser.parse_args(argv)
-    print(f"exported to {export_checkpoint(args.checkpoint, args.out)}")
+    print(f"exported to {export_checkpoint(args.checkpoint, args.out, args.data_root)}")
 
 
 if __name__ == "__main__":
