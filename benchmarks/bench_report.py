@@ -255,7 +255,7 @@ def write_report(
     for row in profile["rows"]:
         method = ROWS[row][0]
         sheet = out / "sets" / f"{method}-{profile['shots'][0]}shot-seed{profile['seeds'][0]}" / "preview.png"
-        if method and sheet.is_file():
+        if method and sheet.is_file() and not sheet.is_symlink():  # a link could copy any file in
             target = out / "grids" / f"{method}.png"
             target.parent.mkdir(exist_ok=True)
             shutil.copy(sheet, target)

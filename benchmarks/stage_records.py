@@ -37,6 +37,9 @@ def set_inputs(folder: Path) -> list[Path]:
 DIGESTS = {"inputs": "a digest of their input files", "prior": "the fingerprint of the prior they loaded"}
 
 
+REMAKE = "delete it to remake that stage"  # what to do about a record that is not one
+
+
 def write_record(path: Path, record: dict) -> None:
     """A stage's record, written whole or not at all: a run killed while writing it leaves no torn file
     that the next run would take for the stage's result."""
@@ -58,7 +61,16 @@ def read_record(path: Path, *keys: str) -> dict:
             problem = f"lacks {', '.join(missing)}"
         else:
             return record
-    raise ValueError(f"{path}: {problem}; delete it to remake that stage")
+    raise ValueError(f"{path}: {problem}; {REMAKE}")
+
+
+def recorded_accuracy(record: Path, done: dict, key: str) -> float:
+    """The accuracy a classifier record keeps under metrics[key], checked to be one (a number in [0, 1])."""
+    metrics = done.get("metrics")
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{record}: metrics[{key!r}] is {value!r}, not an accuracy in [0, 1]; {REMAKE}")
+    return float(value)
 
 
 def _without(settings: dict, keys) -> dict:
@@ -74,6 +86,10 @@ def reused(record: Path, settings: dict, *required: str) -> dict:
     far as it goes, the latter with a note.) `required`: the keys the record must have."""
     done = read_record(record, *required)
     made = done.get("settings", settings)
+    if not isinstance(made, dict):
+        raise ValueError(f"{record}: its settings are {made!r}, not an object; {REMAKE}")
+    if "settings" not in done:
+        say(f"reusing {record}, made before stages kept their settings: not checked against them")
     unchecked = [key for key in DIGESTS if key in settings and key not in made]
     wanted = _without(settings, unchecked)
     if made != wanted:

@@ -53,6 +53,7 @@ from benchmarks.stage_records import (  # noqa: E402
     inputs_digest,
     prior_fingerprint,
     read_record,
+    recorded_accuracy,
     reused,
     set_inputs,
     write_record,
@@ -249,7 +250,7 @@ def classify(
     key = f"{split}/acc"  # the classifier names its final figures after the split
     settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
-        return reused(result_file, settings, "metrics")["metrics"][key]
+        return recorded_accuracy(result_file, reused(result_file, settings, "metrics"), key)
     say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "
         f"({shots}-shot seed {seed}, evaluated on {split})")  # fmt: skip
     classify_args = [

@@ -363,7 +363,14 @@ def test_a_finished_stage_is_reused_only_with_the_settings_it_was_made_with(tmp_
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [('{"settings": {"ext', "not readable JSON"), ("[1, 2]", "not a JSON object"), ("{}", "lacks metrics")],
+    [
+        ('{"settings": {"ext', "not readable JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ("{}", "lacks metrics"),
+        ('{"metrics": {}, "settings": [1]}', r"its settings are \[1\], not an object"),
+        ('{"metrics": {"test/acc": 95.0}}', r"metrics\['test/acc'\] is 95.0, not an accuracy in \[0, 1\]"),
+        ('{"metrics": {"test/acc": "0.9"}}', r"metrics\['test/acc'\] is '0.9', not an accuracy"),
+    ],
 )
 def test_a_torn_or_foreign_stage_record_is_named_not_reused(tmp_path, content, problem):
     """A classifier record cut short (a run killed while writing, before records were written whole) or
