@@ -231,3 +231,20 @@ def test_an_image_that_does_not_decode_is_named_by_its_line(tmp_path, reader):
     (folder / "images/s1.png").write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match=r"metadata.jsonl line 2 \(images/s1.png\): not an image PIL can"):
         READERS[reader](folder)
+
+
+def test_evaluate_synthetic_bounds_labels_by_the_oracle_and_the_clip_prompts(tmp_path):
+    """A label the oracle has no class for is a faulty line, not an image counted unfaithful; a label
+    too large to make one CLIP prompt per class up to it is refused before any model loads."""
+    from tools.evaluate_synthetic import MAX_CLIP_LABEL
+    from tools.evaluate_synthetic import main as evaluate
+
+    folder = _set(tmp_path / "set", [{"file_name": "images/far.png", "label": 57, "id": "far"}])
+    _image(folder / "images/far.png")
+    with pytest.raises(ValueError, match="metadata.jsonl line 4") as caught:
+        evaluate([str(folder), "--real-reference", "0"])
+    assert "57" in str(caught.value)
+    far = _set(tmp_path / "far", [{"file_name": "images/far.png", "label": MAX_CLIP_LABEL, "id": "far"}])
+    _image(far / "images/far.png")
+    with pytest.raises(ValueError, match=f"labels reach {MAX_CLIP_LABEL}; the CLIP score"):
+        evaluate([str(far), "--no-oracle", "--clip", str(tmp_path / "no-clip-needed")])

@@ -28,6 +28,8 @@ from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
 from diffexpand.set_reader import read_set
 
+MAX_CLIP_LABEL = 100_000  # one CLIP prompt is made per class index up to the largest label
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
@@ -47,11 +49,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--lpips", default=None, help="LPIPS backbone (alex, vgg, squeeze) for diversity")
     parser.add_argument("--prompt-template", default="a photo of a {}")
     args = parser.parse_args(argv)
-    sets = {folder: read_set(folder) for folder in args.folders}  # every set checked before any is measured
+    oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
+    # the oracle's classes bound the labels (a label it has no class for would count as unfaithful)
+    classes = None if oracle is None else int(oracle.config["num_classes"])
+    sets = {folder: read_set(folder, classes) for folder in args.folders}  # all checked before measuring
     for folder, checked in sets.items():
         if not checked.records:
             raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
-    oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
+        if args.clip and max(r["label"] for r in checked.records) >= MAX_CLIP_LABEL:
+            raise ValueError(f"{folder}: labels reach {max(r['label'] for r in checked.records)}; the CLIP "
+                             f"score takes one prompt per class, labels below {MAX_CLIP_LABEL}")  # fmt: skip
     real = None
     if args.real_reference and oracle is not None:
         real = fashion_mnist_reference_images(args.real_reference, args.reference_split)
