@@ -35,6 +35,24 @@ def test_every_sweep_tunes_on_the_validation_split():
         assert "--classify.data.init_args.eval_split=validation" in fixed_arguments(sweep)["args"], path.name
 
 
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("method: grid\nparameters: [", "not a readable sweep file"),
+        ("- a list", "a sweep file is a YAML mapping"),
+        ("method: grid\nparameters: {a: {values: [1]}}\n", "give the metric to rank the runs by"),
+    ],
+)
+def test_a_bad_sweep_file_is_named_with_what_is_wrong(tmp_path, text, problem):
+    from tools.sweep_local import fixed_arguments, load_sweep
+
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ValueError, match=f"s.yaml: {problem}"):
+        load_sweep(tmp_path / "s.yaml")
+    with pytest.raises(ValueError, match="ends with --expand-config and no config after it"):
+        fixed_arguments({"command": ["--expand-config"]})
+
+
 def _tiny_args(sweep: dict, tiny_sd_dir, tiny_concepts, cache) -> list[str]:
     command = " ".join(map(str, sweep["command"]))
     expand_cfg = yaml.safe_load((REPO / command.split("--expand-config ")[1].split()[0]).read_text())

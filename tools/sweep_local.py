@@ -31,10 +31,18 @@ sys.path.insert(0, str(REPO))
 def load_sweep(path: str | Path) -> dict:
     import sweeps
 
-    cfg = yaml.safe_load(Path(path).read_text())
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: not a readable sweep file ({err})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: a sweep file is a YAML mapping (method, metric, parameters, command)")
     problems = sweeps.schema_violations_from_proposed_config(cfg)
     if problems:
         raise ValueError(f"{path} is not a valid W&B sweep: {'; '.join(problems)}")
+    metric = cfg.get("metric")
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):  # W&B asks it of Bayes only
+        raise ValueError(f"{path}: give the metric to rank the runs by (metric: {{name: ..., goal: ...}})")
     return cfg
 
 
@@ -46,6 +54,8 @@ def fixed_arguments(cfg: dict) -> dict:
     while i < len(command):
         item = command[i]
         if item in {"--expand-config", "--classify-config"}:
+            if i + 1 == len(command):
+                raise ValueError(f"the sweep's command ends with {item} and no config after it")
             out[item[2:].replace("-", "_")] = command[i + 1]
             i += 2
             continue
