@@ -209,3 +209,17 @@ def test_large_weight_files_are_fingerprinted_by_sample(tmp_path, monkeypatch):
     data[-1] ^= 1  # the last chunk is among the samples
     weights.write_bytes(bytes(data))
     assert model_fingerprint(prior) != model_fingerprint(DEFAULT_PRIOR)
+
+
+def test_evaluate_concepts_loads_the_prior_once_and_refuses_another_one(tiny_concepts, tmp_path):
+    """--prior picks the model to measure on; concepts learned on another prior are refused before any
+    image is drawn."""
+    from tools.evaluate_concepts import main as evaluate
+
+    out = str(tmp_path / "q")
+    with pytest.raises(ValueError, match="learned on"):
+        evaluate([str(tiny_concepts), "--prior", str(DEFAULT_PRIOR), "--out", out])
+    assert not (tmp_path / "q").exists()
+    result = evaluate([str(tiny_concepts), "--n", "1", "--steps", "2", "--out", out])
+    assert list(result["per_class"]) == read_concepts(tiny_concepts).class_names
+    assert "metaclass_prompt_base_model_mean" in result and (tmp_path / "q/samples.png").is_file()

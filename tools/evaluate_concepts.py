@@ -10,6 +10,7 @@ outputs/concept-quality/<concept folder name>; a committed folder's figures are 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -33,6 +34,11 @@ def main(argv=None) -> dict:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("concepts", help="concept folder written by the concept learner")
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="the prior to load (default: the one concepts.json says they were learned on)",
+    )
     parser.add_argument("--oracle", default=str(DEFAULT_ORACLE))
     parser.add_argument("--n", type=int, default=200, help="images per class and prompt")
     parser.add_argument("--steps", type=int, default=25)
@@ -45,9 +51,9 @@ def main(argv=None) -> dict:
     folder = Path(args.concepts)
     out = Path(args.out) if args.out else default_out(folder)
     concepts = read_concepts(folder)
-    parts = load_sd_components(concepts.base_model)
-    base_parts = None if args.no_base else load_sd_components(concepts.base_model)
-    apply_concepts(parts, folder)
+    parts = load_sd_components(args.prior or concepts.base_model)
+    base_parts = None if args.no_base else copy.deepcopy(parts)  # loaded and checked once
+    apply_concepts(parts, folder)  # refuses concepts learned on another prior than the one loaded
     result = fine_class_accuracy(
         parts, OracleCNN.load(args.oracle), concepts, args.n, args.steps, args.guidance, base_parts=base_parts
     )
