@@ -16,11 +16,14 @@ from benchmarks.bench_protocol import say
 def inputs_digest(*paths: Path) -> str:
     """A digest of the files a stage reads (config files, a concept folder, a set's images), so a stage
     made from other versions of them is not taken for this one. A folder counts with every file in it
-    (by relative name and content); a path that does not exist counts as absent."""
+    (by relative name and content); a path that does not exist counts as absent. A link inside a folder
+    that leads out of it is refused: the digest reads only what the folder holds."""
     digest = hashlib.sha256()
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
+            if path.is_dir() and not file.resolve().is_relative_to(path.resolve()):
+                raise ValueError(f"{file} links outside {path}: a stage reads only what its folder holds")
             name = file.relative_to(path) if path.is_dir() else file.name
             content = hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"absent"
             digest.update(f"{name}\0".encode() + content)

@@ -398,3 +398,16 @@ def test_stage_records_are_written_whole(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert stage_records.read_record(path, "metrics") == {"metrics": {"test/acc": 0.5}}
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_a_link_out_of_a_stage_folder_is_not_read_into_its_digest(tmp_path):
+    folder = tmp_path / "sets" / "diffii-5shot-seed0" / "images"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"inside")
+    before = stage_records.inputs_digest(folder)
+    (folder / "inner.png").symlink_to(folder / "a.png")  # a link that stays inside counts as a file
+    assert stage_records.inputs_digest(folder) != before
+    (tmp_path / "secret").write_bytes(b"outside")
+    (folder / "b.png").symlink_to(tmp_path / "secret")
+    with pytest.raises(ValueError, match="b.png links outside .*images: a stage reads only what its folder"):
+        stage_records.inputs_digest(folder)
