@@ -215,6 +215,48 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ROWS_FILE = "rows.jsonl"  # one measured row per line, appended as each is measured (the resume point)
+
+
+def run_settings(args) -> dict:
+    """The settings a row's figures depend on besides its method, setting and seed."""
+    return {"images_per_class": args.images_per_class, "batch_size": args.batch_size}
+
+
+def measured_rows(path: Path, settings: dict) -> list[dict]:
+    """The rows of an earlier run of the same settings; a line that is not a row, or a row measured with
+    other settings, is an error naming its line. (A final line cut short by a crash is left out.)"""
+    from diffexpand.manifest import manifest_lines, parse_manifest_line
+
+    rows = []
+    for number, line in manifest_lines(path):
+        try:
+            row = parse_manifest_line(line)
+        except ValueError as err:
+            raise ValueError(f"{path} line {number}: {err}; delete that line to measure it again") from None
+        if missing := [key for key in ("method", "setting", "seed") if key not in row]:
+            raise ValueError(f"{path} line {number}: lacks {', '.join(missing)}; delete that line")
+        made = {key: row.get(key, value) for key, value in settings.items()}  # rows before these keys: as now
+        if made != settings:
+            raise ValueError(f"{path} line {number} was measured with {made}, this run asks for {settings}: "
+                             "give this run another --report")  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One row appended whole and on disk before the next is measured (a torn last line is cut first)."""
+    import os
+
+    from diffexpand.manifest import repair_torn_tail
+
+    repair_torn_tail(path)
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,8 +276,8 @@ def main(argv=None) -> list[dict]:
     done = []
     if report is not None:
         report.mkdir(parents=True, exist_ok=True)
-        if (report / "rows.jsonl").is_file():  # resume: keep the rows measured before
-            done = [json.loads(line) for line in (report / "rows.jsonl").read_text().splitlines()]
+        if (report / ROWS_FILE).is_file():  # resume: keep the rows measured before
+            done = measured_rows(report / ROWS_FILE, run_settings(args))
     rows = list(done)
     if args.print:
         print(table(rows))
@@ -250,12 +292,11 @@ def main(argv=None) -> list[dict]:
                         (r["method"], r["setting"], r["seed"]) == (method, str(setting), seed) for r in done
                     ):
                         continue
-                    row = run_row(method, setting, seed, args, work)
+                    row = run_row(method, setting, seed, args, work) | run_settings(args)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     if report is not None:
-                        with (report / "rows.jsonl").open("a") as f:
-                            f.write(json.dumps(row) + "\n")
+                        append_row(report / ROWS_FILE, row)
     text = table(rows)
     print(text)
     if report is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.solver_steps import Setting, table  # noqa: E402
+from benchmarks.solver_steps import Setting, append_row, measured_rows, table  # noqa: E402
 
 
 def test_settings_become_the_method_arguments():
@@ -46,3 +46,27 @@ def test_table_pairs_each_setting_with_the_reference_and_chooses_the_cheapest_th
     assert lines[4].startswith("| m | ddim 12 |") and lines[4].endswith("| yes, chosen |")
     assert lines[5].startswith("| m | unipc 8 |") and lines[5].endswith("| yes |")
     assert lines[6].startswith("| m | unipc 4 |") and lines[6].endswith("| no |")
+
+
+def test_a_resumed_report_keeps_its_rows_and_names_a_line_that_is_not_one(tmp_path):
+    settings = {"images_per_class": 25, "batch_size": 32}
+    path = tmp_path / "rows.jsonl"
+    first = {"method": "m", "setting": "ddim 25", "seed": 0, "faithfulness": 0.8} | settings
+    append_row(path, first)
+    with path.open("a") as fh:
+        fh.write('{"method": "m", "setting": "ddim 25", "se')  # a crash in the middle of an append
+    assert measured_rows(path, settings) == [first]  # the torn tail is left out
+    second = first | {"seed": 1}
+    append_row(path, second)  # cuts the torn tail first
+    assert measured_rows(path, settings) == [first, second]
+    legacy = {k: v for k, v in first.items() if k not in settings} | {"seed": 2}  # before rows kept them
+    append_row(path, legacy)
+    assert measured_rows(path, settings)[-1] == legacy
+    with pytest.raises(
+        ValueError, match="line 1 was measured with .*'images_per_class': 25.* another --report"
+    ):
+        measured_rows(path, settings | {"images_per_class": 5})
+    with path.open("a") as fh:
+        fh.write('{"method": "m"}\n[1]\n')
+    with pytest.raises(ValueError, match="rows.jsonl line 4: lacks setting, seed; delete that line"):
+        measured_rows(path, settings)
