@@ -124,3 +124,11 @@ def test_committed_clip_scores_the_right_prompt_above_a_wrong_one(test_sample):
     model, processor = CLIPModel.from_pretrained(ASSET).eval(), CLIPProcessor.from_pretrained(ASSET)
     matrix = clip_score_matrix(model, processor, images, labels, PROMPTS)
     assert matrix.diag().tolist() == pytest.approx([right[c] for c in range(10)], abs=1e-2)
+
+
+def test_evaluate_clip_refuses_a_path_that_is_not_a_folder(tmp_path):
+    """A mistyped folder is not sent to the hub as a model id."""
+    from tools.evaluate_clip import evaluate
+
+    with pytest.raises(FileNotFoundError, match="no-clip is not a folder: give the CLIP folder"):
+        evaluate(tmp_path / "no-clip", n=1)

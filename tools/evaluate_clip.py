@@ -43,6 +43,8 @@ def default_out(clip) -> Path:
 def evaluate(folder: str | Path, n: int | None = None) -> dict:
     from transformers import CLIPModel, CLIPProcessor
 
+    if not Path(folder).is_dir():  # a mistyped folder would otherwise be taken for a hub id
+        raise FileNotFoundError(f"{folder} is not a folder: give the CLIP folder to measure")
     folder = str(folder)
     try:
         model, processor = CLIPModel.from_pretrained(folder).eval(), CLIPProcessor.from_pretrained(folder)
