@@ -31,8 +31,15 @@ def inputs_digest(*paths: Path) -> str:
 
 
 def set_inputs(folder: Path) -> list[Path]:
-    """What a classifier reads of a set: its records and images (not the figures written beside them)."""
-    return [folder / "metadata.jsonl", folder / "images"]
+    """What a classifier reads of a set: its records and images (not the figures written beside them).
+    The images are the `images/` folder the writer fills, plus any image a record names elsewhere inside
+    the set folder (the set reader accepts those), so changing one of them changes the digest too."""
+    from diffexpand.set_reader import read_set
+
+    images = folder / "images"
+    inside = images.resolve()
+    elsewhere = sorted({p for p in read_set(folder).paths if not p.resolve().is_relative_to(inside)})
+    return [folder / "metadata.jsonl", images, *elsewhere]
 
 
 # What a record keeps besides its extra settings, each added later than the one before: a record made

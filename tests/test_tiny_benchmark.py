@@ -411,3 +411,21 @@ def test_a_link_out_of_a_stage_folder_is_not_read_into_its_digest(tmp_path):
     (folder / "b.png").symlink_to(tmp_path / "secret")
     with pytest.raises(ValueError, match="b.png links outside .*images: a stage reads only what its folder"):
         stage_records.inputs_digest(folder)
+
+
+def test_a_sets_digest_covers_every_image_its_records_name(tmp_path):
+    """The writer puts images under images/, but a record may name an image elsewhere in the set folder:
+    changing that one must change the digest too; a set without such records keeps its digest."""
+    folder = tmp_path / "set"
+    (folder / "images").mkdir(parents=True)
+    (folder / "extra").mkdir()
+    (folder / "images" / "a.png").write_bytes(b"a")
+    (folder / "extra" / "b.png").write_bytes(b"b")
+    (folder / "metadata.jsonl").write_text('{"file_name": "images/a.png", "label": 0}\n')
+    plain = stage_records.inputs_digest(*stage_records.set_inputs(folder))
+    assert plain == stage_records.inputs_digest(folder / "metadata.jsonl", folder / "images")  # as before
+    with (folder / "metadata.jsonl").open("a") as fh:
+        fh.write('{"file_name": "extra/b.png", "label": 1}\n')
+    before = stage_records.inputs_digest(*stage_records.set_inputs(folder))
+    (folder / "extra" / "b.png").write_bytes(b"changed")
+    assert stage_records.inputs_digest(*stage_records.set_inputs(folder)) != before
