@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from diffexpand.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, resize_uint8
-from diffexpand.evaluation.set_metrics import clip_score_per_class
+from diffexpand.evaluation.set_metrics import clip_score_per_class, loaded_clip
 from diffexpand.evaluation.tiny_clip import EVAL_TEMPLATE, clip_score_matrix, zero_shot
 from diffexpand.paths import REPO_ROOT
 
@@ -58,9 +58,10 @@ def evaluate(folder: str | Path, n: int | None = None) -> dict:
     start = time.perf_counter()
     zs = zero_shot(model, processor, images, labels, list(CLASS_NAMES))
     matrix = clip_score_matrix(model, processor, images, labels, prompts)
-    right = clip_score_per_class(images, labels, prompts, model=folder)
+    loaded = loaded_clip(model, processor)  # the model checked above, not loaded again
+    right = clip_score_per_class(images, labels, prompts, model=loaded)
     next_class = [prompts[(c + 1) % len(prompts)] for c in range(len(prompts))]
-    wrong = clip_score_per_class(images, labels, next_class, model=folder)
+    wrong = clip_score_per_class(images, labels, next_class, model=loaded)
     off_diagonal = ~torch.eye(len(prompts), dtype=torch.bool)
     closest_wrong, closest_class = matrix.masked_fill(~off_diagonal, -1).max(1)  # scores are >= 0
     return {

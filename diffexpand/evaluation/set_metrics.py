@@ -45,6 +45,11 @@ def _uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def loaded_clip(model, processor) -> Callable:
+    """A loader for `clip_score_per_class` of a transformers CLIP model and processor already loaded."""
+    return lambda: (_ClipFeatures(model), processor)
+
+
 def load_clip(path: str) -> tuple[torch.nn.Module, object]:
     """(model, processor) of a transformers CLIP folder or hub id, in the form torchmetrics'
     `CLIPScore` takes from a loader; `MetricWeightsNotAvailable` when it cannot be loaded."""
