@@ -429,3 +429,26 @@ def test_a_sets_digest_covers_every_image_its_records_name(tmp_path):
     before = stage_records.inputs_digest(*stage_records.set_inputs(folder))
     (folder / "extra" / "b.png").write_bytes(b"changed")
     assert stage_records.inputs_digest(*stage_records.set_inputs(folder)) != before
+
+
+def test_a_classifier_run_with_one_periodic_validation_batch_ends_as_with_all_of_them(tmp_path):
+    """The benchmark cuts the every-N-epochs validation to one batch (it only draws curves): validation
+    must touch neither the weights nor training's random draws, so the final figures stay the same."""
+    fast = ["--trainer.max_epochs=6", "--trainer.check_val_every_n_epoch=2", "--trainer.limit_test_batches=1",
+            "--trainer.logger=false", "--model.init_args.backbone=resnet10t"]  # fmt: skip
+    full = tiny_benchmark.classify(
+        tmp_path / "full",
+        "Original",
+        None,
+        "replace",
+        1,
+        0,
+        [*fast, "--trainer.limit_val_batches=1.0"],
+        "validation",
+    )
+    cut = tiny_benchmark.classify(tmp_path / "cut", "Original", None, "replace", 1, 0, fast, "validation")
+    per_class = [
+        tiny_benchmark.per_class_of(tmp_path / o, "Original", "replace", 1, 0, "validation")
+        for o in ("full", "cut")
+    ]
+    assert cut == full and per_class[0] == per_class[1]
