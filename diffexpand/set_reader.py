@@ -35,17 +35,27 @@ class CheckedSet:
         return len(self.records)
 
     def image(self, i: int):
-        """Record i's image, fully decoded, in RGB (PIL); one that does not decode is an error naming its
-        line in metadata.jsonl."""
+        """Record i's image as every reader of a set sees it (`decode_set_image`); one that does not
+        decode is an error naming its line in metadata.jsonl."""
         from PIL import Image
 
-        from .data.images import load_rgb, reason_of
+        from .data.images import reason_of
 
         try:
-            return load_rgb(self.paths[i])
+            return decode_set_image(self.paths[i])
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             where = f"{self.folder / MANIFEST_NAME} line {self.lines[i]} ({self.records[i]['file_name']})"
             raise ManifestError(f"{where}: {reason_of(err)}") from None
+
+
+def decode_set_image(path: Path):
+    """A synthetic image, fully decoded, in RGB (PIL's conversion): the pixels the classifier trains on,
+    which the set metrics and the compare tool must see too."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()  # decode everything now: a truncated file fails here
+        return image.convert("RGB")
 
 
 def read_set(folder: str | Path, num_classes: int | None = None) -> CheckedSet:

@@ -56,9 +56,10 @@ def main(argv=None) -> dict:
     for folder, checked in sets.items():
         if not checked.records:
             raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
-        if args.clip and max(r["label"] for r in checked.records) >= MAX_CLIP_LABEL:
-            raise ValueError(f"{folder}: labels reach {max(r['label'] for r in checked.records)}; the CLIP "
-                             f"score takes one prompt per class, labels below {MAX_CLIP_LABEL}")  # fmt: skip
+        top = max(r["label"] for r in checked.records)
+        if args.clip and top >= MAX_CLIP_LABEL:
+            raise ValueError(f"{folder}: labels reach {top}; the CLIP score takes one prompt per class, "
+                             f"labels below {MAX_CLIP_LABEL}")  # fmt: skip
     real = None
     if args.real_reference and oracle is not None:
         real = fashion_mnist_reference_images(args.real_reference, args.reference_split)

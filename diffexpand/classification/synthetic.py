@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffexpand.set_reader import read_set
+from diffexpand.set_reader import decode_set_image, read_set
 
 
 @dataclass
@@ -34,8 +34,7 @@ class SyntheticSet:
         return cls(folder, checked.records, by_class, checked.paths)
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as image:
-            return image.convert("RGB")
+        return decode_set_image(self.paths[i])
 
     def __len__(self) -> int:
         return len(self.records)
