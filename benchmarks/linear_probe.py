@@ -76,9 +76,9 @@ def set_targets(folder: Path) -> torch.Tensor:
     """A set's targets, one row per record: the soft label where the method made one, else one-hot
     (every record checked by the set reader first)."""
     from diffexpand.classification.mixing import soft_target
-    from diffexpand.set_reader import read_set
+    from diffexpand.set_reader import read_nonempty_set
 
-    records = read_set(folder, NUM_CLASSES).records
+    records = read_nonempty_set(folder, NUM_CLASSES).records
     return torch.stack([soft_target(r["label"], NUM_CLASSES, r.get("soft_label")) for r in records])
 
 

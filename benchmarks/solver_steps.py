@@ -246,15 +246,9 @@ def measured_rows(path: Path, settings: dict) -> list[dict]:
 
 def append_row(path: Path, row: dict) -> None:
     """One row appended whole and on disk before the next is measured (a torn last line is cut first)."""
-    import os
+    from diffexpand.manifest import append_lines
 
-    from diffexpand.manifest import repair_torn_tail
-
-    repair_torn_tail(path)
-    with path.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_lines(path, [row])
 
 
 def main(argv=None) -> list[dict]:

@@ -78,19 +78,25 @@ def append_manifest(folder: str | Path, records: list[dict]) -> None:
     writers (DDP ranks share one manifest): one rank's torn-tail repair must never cut another rank's
     line, and each append is one write call."""
     path = Path(folder) / MANIFEST_NAME
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
     with FileLock(str(path) + ".lock"):
-        repair_torn_tail(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked (e.g. a signal): finish the line
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError as err:  # a torn last line is ignored on reading and cut by the next append
-            raise _clear_disk_error(err, path, len(data)) from err
-        finally:
-            os.close(fd)
+        append_lines(path, records)
+
+
+def append_lines(path: Path, records: list[dict]) -> None:
+    """Append records to the JSON-lines file `path` in one write call, on disk before returning, after
+    cutting a torn last line. No lock: for a file with one writer (`append_manifest` takes the lock)."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    repair_torn_tail(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (e.g. a signal): finish the line
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as err:  # a torn last line is ignored on reading and cut by the next append
+        raise _clear_disk_error(err, path, len(data)) from err
+    finally:
+        os.close(fd)
 
 
 def repair_torn_tail(path: Path) -> None:

@@ -105,6 +105,18 @@ class _Seen:
     images: dict[Path, int] = field(default_factory=dict)
 
 
+def read_nonempty_set(folder: str | Path, num_classes: int | None = None) -> CheckedSet:
+    """`read_set` for a reader that needs images: a folder with no records (a mistyped path, a set not
+    yet written) is an error, never an empty set that trains, compares or scores as nothing."""
+    checked = read_set(folder, num_classes)
+    if not checked.records:
+        raise FileNotFoundError(
+            f"synthetic set {folder} holds no {MANIFEST_NAME} records; make one with "
+            "`python expand.py predict --config configs/expand/<method>.yaml --output_dir DIR`"
+        )
+    return checked
+
+
 def _check_record(record: dict, number: int, num_classes: int | None, seen: _Seen):
     """(the record's image, its faults): the image is None when there is a fault."""
     faults: list[str] = []

@@ -61,6 +61,22 @@ READERS = {
 }
 
 
+@pytest.mark.parametrize("reader", ["classifier", "set metrics", "compare tool"])
+@pytest.mark.parametrize("state", ["missing folder", "no manifest", "empty manifest"])
+def test_a_reader_that_needs_images_refuses_a_set_without_records_in_one_wording(tmp_path, reader, state):
+    folder = tmp_path / "set"
+    if state != "missing folder":
+        folder.mkdir()
+    if state == "empty manifest":
+        (folder / "metadata.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"synthetic set .*set holds no metadata.jsonl records; make"):
+        READERS[reader](folder)
+
+
+def test_the_preview_draws_nothing_for_a_set_without_records(tmp_path):
+    assert contact_sheet(tmp_path) is None  # the preview shows what is there: nothing is not an error
+
+
 @pytest.mark.parametrize("reader", sorted(READERS))
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_a_file_name_leaving_the_set_folder_is_refused_with_set_line_and_value(tmp_path, kind, reader):

@@ -18,19 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from diffexpand.cli import run_with_clear_errors
-from diffexpand.set_reader import CheckedSet, read_set
+from diffexpand.set_reader import CheckedSet, read_nonempty_set
 
 
 def by_record(checked: CheckedSet) -> dict[str, tuple[dict, Path, int]]:
     """Each record of a checked set with its image and index, by id (by file_name in a set without ids)."""
     return {r.get("id", r["file_name"]): (r, checked.paths[i], i) for i, r in enumerate(checked.records)}
-
-
-def checked_set(folder: Path) -> CheckedSet:
-    checked = read_set(folder)
-    if not checked.records:  # a mistyped folder would otherwise compare as "the same"
-        raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
-    return checked
 
 
 def level_difference(record: str, first: CheckedSet, i: int, second: CheckedSet, j: int) -> int:
@@ -43,7 +36,7 @@ def level_difference(record: str, first: CheckedSet, i: int, second: CheckedSet,
 
 
 def compare(before: Path, after: Path) -> dict:
-    first, second = checked_set(before), checked_set(after)
+    first, second = read_nonempty_set(before), read_nonempty_set(after)
     a, b = by_record(first), by_record(second)
     common = sorted(a.keys() & b.keys())
     differing_lines = [i for i in common if a[i][0] != b[i][0]]

@@ -26,7 +26,7 @@ from diffexpand.evaluation.synthetic_quality import (
 )
 from diffexpand.oracle_cnn import OracleCNN
 from diffexpand.paths import DEFAULT_ORACLE
-from diffexpand.set_reader import read_set
+from diffexpand.set_reader import read_nonempty_set
 
 MAX_CLIP_LABEL = 100_000  # one CLIP prompt is made per class index up to the largest label
 
@@ -52,10 +52,8 @@ def main(argv=None) -> dict:
     oracle = None if args.no_oracle else OracleCNN.load(args.oracle)
     # the oracle's classes bound the labels (a label it has no class for would count as unfaithful)
     classes = None if oracle is None else int(oracle.config["num_classes"])
-    sets = {folder: read_set(folder, classes) for folder in args.folders}  # all checked before measuring
+    sets = {folder: read_nonempty_set(folder, classes) for folder in args.folders}  # all checked first
     for folder, checked in sets.items():
-        if not checked.records:
-            raise FileNotFoundError(f"{folder} holds no metadata.jsonl records: not a synthetic set")
         top = max(r["label"] for r in checked.records)
         if args.clip and top >= MAX_CLIP_LABEL:
             raise ValueError(f"{folder}: labels reach {top}; the CLIP score takes one prompt per class, "

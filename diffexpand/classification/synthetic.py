@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from diffexpand.set_reader import decode_set_image, read_set
+from diffexpand.set_reader import decode_set_image, read_nonempty_set
 
 
 @dataclass
@@ -19,15 +19,10 @@ class SyntheticSet:
 
     @classmethod
     def read(cls, folder: str | Path, num_classes: int) -> SyntheticSet:
-        """Every line checked once here, before training starts (`read_set`): a faulty set stops the
+        """Every line checked once here, before training starts (`read_nonempty_set`): a faulty set stops the
         run now, with all its faults listed, never at the first bad draw in some epoch."""
         folder = Path(folder)
-        checked = read_set(folder, num_classes)
-        if not checked.records:
-            raise FileNotFoundError(
-                f"synthetic set {folder} has no images (no metadata.jsonl records); make it with "
-                "`python expand.py predict --config configs/expand/<method>.yaml --output_dir DIR`"
-            )
+        checked = read_nonempty_set(folder, num_classes)
         by_class: dict[int, list[int]] = {}
         for i, r in enumerate(checked.records):
             by_class.setdefault(r["label"], []).append(i)

@@ -17,7 +17,7 @@ import torch
 
 from diffexpand.data.fashion_mnist import load_fashion_mnist, resize_uint8
 from diffexpand.data.subsets import VALIDATION_PER_CLASS, validation_indices
-from diffexpand.set_reader import read_set
+from diffexpand.set_reader import read_nonempty_set
 
 REFERENCE_SPLITS = ("validation", "test")
 
@@ -62,9 +62,7 @@ def load_synthetic(folder: str | Path, size: int = 32) -> tuple[torch.Tensor, to
     size are resized like the real reference images (`fashion_mnist_reference_images`): antialiased
     bilinear, rounded to uint8."""
     folder = Path(folder)
-    checked = read_set(folder)  # every line checked; images opened where they were found to lie
-    if not checked.records:
-        raise FileNotFoundError(f"{folder} holds no metadata.jsonl records")
+    checked = read_nonempty_set(folder)  # every line checked; images opened where they were found to lie
     images = []
     for i in range(len(checked)):
         image = torch.from_numpy(np.asarray(checked.image(i)).copy()).permute(2, 0, 1)
