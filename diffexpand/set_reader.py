@@ -111,7 +111,7 @@ def read_nonempty_set(folder: str | Path, num_classes: int | None = None) -> Che
     checked = read_set(folder, num_classes)
     if not checked.records:
         raise FileNotFoundError(
-            f"synthetic set {folder} holds no {MANIFEST_NAME} records; make one with "
+            f"synthetic set {folder} holds no {MANIFEST_NAME} records; make it with "
             "`python expand.py predict --config configs/expand/<method>.yaml --output_dir DIR`"
         )
     return checked

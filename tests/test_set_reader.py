@@ -69,7 +69,8 @@ def test_a_reader_that_needs_images_refuses_a_set_without_records_in_one_wording
         folder.mkdir()
     if state == "empty manifest":
         (folder / "metadata.jsonl").write_text("")
-    with pytest.raises(FileNotFoundError, match=r"synthetic set .*set holds no metadata.jsonl records; make"):
+    wording = r"synthetic set .*set holds no metadata.jsonl records; make it with `python expand.py predict"
+    with pytest.raises(FileNotFoundError, match=wording):
         READERS[reader](folder)
 
 
