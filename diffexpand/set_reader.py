@@ -95,16 +95,6 @@ def read_set(folder: str | Path, num_classes: int | None = None) -> CheckedSet:
     return checked
 
 
-@dataclass
-class _Seen:
-    """What earlier lines hold, by the first line that holds it."""
-
-    root: Path  # the set folder, resolved
-    content: dict[str, int] = field(default_factory=dict)
-    ids: dict[str, int] = field(default_factory=dict)
-    images: dict[Path, int] = field(default_factory=dict)
-
-
 def read_nonempty_set(folder: str | Path, num_classes: int | None = None) -> CheckedSet:
     """`read_set` for a reader that needs images: a folder with no records (a mistyped path, a set not
     yet written) is an error, never an empty set that trains, compares or scores as nothing."""
@@ -115,6 +105,16 @@ def read_nonempty_set(folder: str | Path, num_classes: int | None = None) -> Che
             "`python expand.py predict --config configs/expand/<method>.yaml --output_dir DIR`"
         )
     return checked
+
+
+@dataclass
+class _Seen:
+    """What earlier lines hold, by the first line that holds it."""
+
+    root: Path  # the set folder, resolved
+    content: dict[str, int] = field(default_factory=dict)
+    ids: dict[str, int] = field(default_factory=dict)
+    images: dict[Path, int] = field(default_factory=dict)
 
 
 def _check_record(record: dict, number: int, num_classes: int | None, seen: _Seen):

@@ -250,6 +250,17 @@ def test_an_image_that_does_not_decode_is_named_by_its_line(tmp_path, reader):
         READERS[reader](folder)
 
 
+def test_the_classifier_names_the_line_of_an_image_that_stopped_decoding_after_reading(tmp_path):
+    """The classifier opens its images epoch after epoch: a file spoiled after the set was read is named
+    by its line too."""
+    folder = _set(tmp_path / "set", [])
+    synthetic = SyntheticSet.read(folder, 3)
+    (folder / "images/s1.png").write_bytes(b"not a png at all")
+    assert synthetic.image(0).size == (8, 8)
+    with pytest.raises(ValueError, match=r"metadata.jsonl line 2 \(images/s1.png\): not an image PIL can"):
+        synthetic.image(1)
+
+
 def test_evaluate_synthetic_bounds_labels_by_the_oracle_and_the_clip_prompts(tmp_path):
     """A label the oracle has no class for is a faulty line, not an image counted unfaithful; a label
     too large to make one CLIP prompt per class up to it is refused before any model loads."""
