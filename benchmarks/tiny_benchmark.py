@@ -4,8 +4,9 @@
     python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 10 rows
     python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
 
-For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml) and serve every
-method that needs them; each method expands the subset 5x (configs/expand/<method>.yaml); a classifier
+For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml; `--concept-runs K`:
+K times, keeping the run tools/select_concepts.py's label-free check prefers) and serve every method that
+needs them; each method expands the subset 5x (configs/expand/<method>.yaml); a classifier
 (configs/classifier.yaml) trains on real + synthetic and is evaluated on `--split`: `test` (default, the
 full test split: use it once, for the final table) or `validation` (carved from the training split,
 disjoint from every few-shot subset with seed < 10 and shots <= 50: tune every setting on it).
@@ -67,12 +68,16 @@ PERIODIC_VALIDATION_BATCHES = 1  # of the eval split, every 10 epochs (the final
 def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
     """The concept folder of a subset: the committed one when it exists (5-shot seed 0, made by
     configs/concept.yaml), else learned once under --out."""
-    import train
-
     committed = COMMITTED_CONCEPTS / f"fashion_mnist-{shots}shot-seed{seed}"
     if not extra and (committed / "concepts.json").is_file():
         return committed
-    folder = out / "concepts" / f"{shots}shot-seed{seed}"
+    return learn_concepts(out, out / "concepts" / f"{shots}shot-seed{seed}", shots, seed, extra)
+
+
+def learn_concepts(out: Path, folder: Path, shots: int, seed: int, extra: list[str]) -> Path:
+    """`folder` learned by configs/concept.yaml on the subset (or the one already there)."""
+    import train
+
     record = folder.with_name(f"{folder.name}.bench.json")  # beside the folder: it stays a concept folder
     config = REPO / "configs/concept.yaml"
     settings = {
@@ -84,7 +89,7 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
         if record.is_file():
             reused(record, settings)
     else:
-        say(f"learning concepts for {shots}-shot seed {seed}")
+        say(f"learning concepts for {shots}-shot seed {seed} into {folder.name}")
         concept_args = [
             "fit",
             "--config",
@@ -100,6 +105,35 @@ def ensure_concepts(out: Path, shots: int, seed: int, extra: list[str]) -> Path:
         train.cli_main([*concept_args, *extra])
         write_record(record, {"settings": settings})
     return folder
+
+
+def chosen_concepts(out: Path, shots: int, seed: int, extra: list[str], runs: int) -> Path:
+    """The subset's concepts; with runs > 1, learned that many times (run r with seed_everything r, run 0
+    being `ensure_concepts`'s) and the run whose learned prompts' samples lie nearest to their own class's
+    few shots kept (`diffexpand.concepts.selection`: no label beyond the subset's). The choice is kept in
+    concepts/<shots>shot-seed<seed>.selection.json."""
+    first = ensure_concepts(out, shots, seed, extra)
+    if runs == 1:
+        return first
+    folders = [first] + [
+        learn_concepts(out, out / "concepts" / f"{shots}shot-seed{seed}-run{r}", shots, seed,
+                       [*extra, f"--seed_everything={r}"])
+        for r in range(1, runs)
+    ]  # fmt: skip
+    record = out / "concepts" / f"{shots}shot-seed{seed}.selection.json"
+    settings = {"runs": [str(f) for f in folders], "inputs": inputs_digest(*folders)}
+    if record.is_file():
+        return Path(reused(record, settings, "chosen_folder")["chosen_folder"])
+    from diffexpand.concepts.selection import score_runs
+    from tools.select_concepts import few_shot_images
+
+    say(f"choosing among {runs} concept runs for {shots}-shot seed {seed}")
+    images, labels = few_shot_images("fashion_mnist", None, shots, seed, IMAGE_SIZE)
+    result = score_runs(folders, images, labels)
+    chosen = folders[result["chosen"]]
+    say(f"chose {chosen.name}: mean agreement " + ", ".join(f"{r['mean']:.3f}" for r in result["runs"]))
+    write_record(record, {**result, "chosen_folder": str(chosen), "settings": settings})
+    return chosen
 
 
 def uses_concepts(config: Path) -> bool:
@@ -361,6 +395,13 @@ def main(argv=None) -> dict:
     # starts with "--" only reaches the list through "=", and a repeated flag must add, not replace.
     passthrough = {"nargs": "*", "action": "extend", "default": []}
     parser.add_argument("--concept-args", **passthrough, help="extra train.py args for concepts")
+    parser.add_argument(
+        "--concept-runs",
+        type=int,
+        default=1,
+        help="learn each subset's concepts this many times and keep the run whose samples lie nearest "
+        "to their class's few shots (tools/select_concepts.py's check; default 1: learn once)",
+    )
     parser.add_argument("--expand-args", **passthrough, help="extra expand.py args for every set")
     parser.add_argument("--classifier-args", **passthrough, help="extra train.py args for classifiers")
     parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS), help="not the profile's")
@@ -372,6 +413,8 @@ def main(argv=None) -> dict:
         help="expand with each method's papers' solver and steps (configs/expand/paper/<method>.yaml)",
     )
     args = parser.parse_args(argv)
+    if args.concept_runs < 1:
+        parser.error("--concept-runs must be at least 1")
     profile = dict(PROFILES[args.profile])
     for key in ("rows", "seeds", "shots"):
         if getattr(args, key) is not None:
@@ -384,7 +427,7 @@ def main(argv=None) -> dict:
     results: dict[tuple[str, int], dict] = {}
     for shots in profile["shots"]:
         for seed in profile["seeds"]:
-            concepts = ensure_concepts(out, shots, seed, args.concept_args)
+            concepts = chosen_concepts(out, shots, seed, args.concept_args, args.concept_runs)
             for row in profile["rows"]:
                 done = run_row(out, row, shots, seed, concepts, args, args.split, profile["synthetic_only"])
                 entry = results.setdefault(
@@ -399,7 +442,7 @@ def main(argv=None) -> dict:
                     entry["sets"].append(done["set"])
     curve = []
     if profile["curve"]:
-        concepts = ensure_concepts(out, 5, 0, args.concept_args)
+        concepts = chosen_concepts(out, 5, 0, args.concept_args, args.concept_runs)
         curve = split_ratio_curve(out, concepts, args.expand_args, args.paper_denoising)
     report = write_report(out, profile, results, curve, time.time() - started, args.profile, args.split)
     print(report)

@@ -452,3 +452,53 @@ def test_a_classifier_run_with_one_periodic_validation_batch_ends_as_with_all_of
         for o in ("full", "cut")
     ]
     assert cut == full and per_class[0] == per_class[1]
+
+
+def test_concept_runs_are_learned_with_their_own_seed_and_the_choice_is_kept(tmp_path, monkeypatch):
+    """--concept-runs K: run 0 is the usual concept folder, run r is learned with seed_everything r, the
+    check's choice is returned and recorded, and a rerun reuses the record instead of sampling again."""
+    from diffexpand.concepts import selection
+    from tools import select_concepts
+
+    learned, scored = [], []
+
+    def fake_learn(out, folder, shots, seed, extra):
+        learned.append((folder.name, extra))
+        if not folder.is_dir():  # learned once, as the real stage does
+            folder.mkdir(parents=True)
+            (folder / "concepts.json").write_text(json.dumps({"run": folder.name}))
+        return folder
+
+    first = tmp_path / "concepts" / "5shot-seed1"
+    monkeypatch.setattr(tiny_benchmark, "learn_concepts", fake_learn)
+    monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda out, shots, seed, extra: fake_learn(
+        out, first, shots, seed, extra))  # fmt: skip
+    monkeypatch.setattr(select_concepts, "few_shot_images", lambda *args: (None, None))
+
+    def fake_score(folders, images, labels):
+        scored.append(list(folders))
+        return {"class_names": ["a"], "runs": [{"mean": m} for m in (0.5, 0.4, 0.9)], "chosen": 2}
+
+    monkeypatch.setattr(selection, "score_runs", fake_score)
+    chosen = tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 3)
+    assert chosen == tmp_path / "concepts" / "5shot-seed1-run2"
+    assert learned == [
+        ("5shot-seed1", ["--x=1"]),
+        ("5shot-seed1-run1", ["--x=1", "--seed_everything=1"]),
+        ("5shot-seed1-run2", ["--x=1", "--seed_everything=2"]),
+    ]
+    record = json.loads((tmp_path / "concepts" / "5shot-seed1.selection.json").read_text())
+    assert record["chosen_folder"] == str(chosen) and record["chosen"] == 2
+    assert tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 3) == chosen
+    assert len(scored) == 1  # reused, not sampled again
+    (chosen / "concepts.json").write_text("{}")  # a run changed since the choice: it must not be reused
+    with pytest.raises(ValueError, match="5shot-seed1.selection.json was made with other input files"):
+        tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 3)
+    learned.clear()
+    assert tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 1) == first and len(learned) == 1
+
+
+def test_concept_runs_below_one_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        tiny_benchmark.main(["--concept-runs", "0"])
+    assert "--concept-runs must be at least 1" in capsys.readouterr().err
