@@ -19,13 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffexpand.concepts import apply_concepts, read_concepts
-from diffexpand.concepts.selection import choose_run, class_prototypes, prototype_agreement
-from diffexpand.evaluation.prior_quality import generate_for_prompt
-from diffexpand.features import build_extractor, normalized
-from diffexpand.models import load_sd_components
-
-FEATURE_BATCH = 64
+from diffexpand.concepts.selection import score_runs
 
 
 def few_shot_images(dataset: str, root, shots: int, seed: int, image_size: int):
@@ -37,57 +31,6 @@ def few_shot_images(dataset: str, root, shots: int, seed: int, image_size: int):
     data.setup("fit")
     items = [data.train_set[i] for i in range(len(data.train_set))]
     return torch.stack([i["pixel_values"] for i in items]), torch.tensor([i["label"] for i in items])
-
-
-@torch.no_grad()
-def embed(extractor, images: torch.Tensor) -> torch.Tensor:
-    return torch.cat([normalized(extractor(chunk)) for chunk in images.split(FEATURE_BATCH)])
-
-
-@torch.no_grad()
-def run_samples(folder: Path, concepts, n: int, steps: int, guidance: float, seed: int):
-    """n samples of each class's learned prompt, the noise keyed by class name (the same for every run)."""
-    parts = load_sd_components(concepts.base_model)
-    apply_concepts(parts, folder)
-    images = [
-        generate_for_prompt(parts, concepts.prompt(c), n, steps, guidance, seed, key=name)
-        for c, name in enumerate(concepts.class_names)
-    ]
-    labels = torch.arange(len(images)).repeat_interleave(n)
-    return torch.cat(images), labels
-
-
-def read_runs(runs) -> list:
-    """Every run's concepts.json, checked before anything is sampled: same classes in every run."""
-    read = [read_concepts(Path(folder)) for folder in runs]
-    for folder, concepts in zip(runs[1:], read[1:], strict=True):
-        if concepts.class_names != read[0].class_names:
-            raise ValueError(
-                f"{folder}: classes {concepts.class_names} differ from {runs[0]}'s {read[0].class_names}"
-            )
-    return read
-
-
-def select(runs, shots_images, shots_labels, n, steps, guidance, seed, extractor="timm", oracle=None) -> dict:
-    """Score every run; {"runs": [{folder, agreement, mean, worst[, oracle]}], "chosen": index}."""
-    read = read_runs(runs)
-    class_names = read[0].class_names
-    features = build_extractor(extractor).eval()
-    prototypes = class_prototypes(embed(features, shots_images), shots_labels, len(class_names))
-    scored = []
-    for folder, concepts in zip(runs, read, strict=True):
-        images, labels = run_samples(Path(folder), concepts, n, steps, guidance, seed)
-        agreement = prototype_agreement(embed(features, images), labels, prototypes)
-        row = {"folder": str(folder), "agreement": agreement.tolist()}
-        row |= {"mean": float(agreement.mean()), "worst": float(agreement.min())}
-        if oracle is not None:
-            with torch.no_grad():
-                verdict = torch.cat([oracle(chunk).argmax(1) for chunk in images.split(FEATURE_BATCH)])
-            per_class = [float((verdict[labels == c] == c).float().mean()) for c in range(len(class_names))]
-            row["oracle"] = per_class
-        scored.append(row)
-    chosen = choose_run([torch.tensor(r["agreement"]) for r in scored])
-    return {"class_names": class_names, "runs": scored, "chosen": chosen}
 
 
 def print_table(result: dict) -> None:
@@ -130,7 +73,7 @@ def main(argv=None) -> dict:
         from diffexpand.oracle_cnn import OracleCNN
 
         oracle = OracleCNN.load(args.oracle)
-    result = select(
+    result = score_runs(
         args.runs, images, labels, args.n, args.steps, args.guidance, args.sample_seed, oracle=oracle
     )
     result |= {"subset": {"dataset": args.dataset, "shots": args.shots, "seed": args.seed}}

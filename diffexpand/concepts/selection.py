@@ -9,7 +9,11 @@ is chosen by the mean of that share over classes; its worst class breaks ties.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+FEATURE_BATCH = 64  # images per feature-extractor call
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -45,3 +49,69 @@ def choose_run(agreements: list[torch.Tensor]) -> int:
         raise ValueError("no concept run to choose from")
     keys = [(round(float(a.mean()), 6), float(a.min())) for a in agreements]
     return max(range(len(keys)), key=lambda i: (keys[i], -i))  # the first run among equals
+
+
+@torch.no_grad()
+def embed(extractor, images: torch.Tensor) -> torch.Tensor:
+    from diffexpand.features import normalized
+
+    return torch.cat([normalized(extractor(chunk)) for chunk in images.split(FEATURE_BATCH)])
+
+
+@torch.no_grad()
+def run_samples(folder: Path, concepts, n: int, steps: int, guidance: float, seed: int):
+    """n samples of each class's learned prompt, the noise keyed by class name (the same for every run)."""
+    from diffexpand.evaluation.prior_quality import generate_for_prompt
+    from diffexpand.models import load_sd_components
+
+    from .io import apply_concepts
+
+    parts = load_sd_components(concepts.base_model)
+    apply_concepts(parts, folder)
+    images = [
+        generate_for_prompt(parts, concepts.prompt(c), n, steps, guidance, seed, key=name)
+        for c, name in enumerate(concepts.class_names)
+    ]
+    labels = torch.arange(len(images)).repeat_interleave(n)
+    return torch.cat(images), labels
+
+
+def read_runs(runs) -> list:
+    """Every run's concepts.json, checked before anything is sampled: same classes in every run."""
+    from .io import read_concepts
+
+    read = [read_concepts(Path(folder)) for folder in runs]
+    for folder, concepts in zip(runs[1:], read[1:], strict=True):
+        if concepts.class_names != read[0].class_names:
+            raise ValueError(
+                f"{folder}: classes {concepts.class_names} differ from {runs[0]}'s {read[0].class_names}"
+            )
+    return read
+
+
+def score_runs(
+    runs, shot_images, shot_labels, n=40, steps=25, guidance=7.5, seed=0, extractor="timm", oracle=None
+) -> dict:
+    """Score every run on its learned prompts' samples; {"class_names", "runs": [{folder, agreement,
+    mean, worst[, oracle]}], "chosen": index}. `oracle` (a classifier of the classes) adds its verdict
+    per class, for diagnosis: the choice never reads it."""
+    from diffexpand.features import build_extractor
+
+    read = read_runs(runs)
+    class_names = read[0].class_names
+    features = build_extractor(extractor).eval()
+    prototypes = class_prototypes(embed(features, shot_images), shot_labels, len(class_names))
+    scored = []
+    for folder, concepts in zip(runs, read, strict=True):
+        images, labels = run_samples(Path(folder), concepts, n, steps, guidance, seed)
+        agreement = prototype_agreement(embed(features, images), labels, prototypes)
+        row = {"folder": str(folder), "agreement": agreement.tolist()}
+        row |= {"mean": float(agreement.mean()), "worst": float(agreement.min())}
+        if oracle is not None:
+            with torch.no_grad():
+                verdict = torch.cat([oracle(chunk).argmax(1) for chunk in images.split(FEATURE_BATCH)])
+            per_class = [float((verdict[labels == c] == c).float().mean()) for c in range(len(class_names))]
+            row["oracle"] = per_class
+        scored.append(row)
+    chosen = choose_run([torch.tensor(r["agreement"]) for r in scored])
+    return {"class_names": class_names, "runs": scored, "chosen": chosen}
