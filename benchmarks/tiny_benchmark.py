@@ -51,6 +51,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
 )
 from benchmarks.bench_report import write_report  # noqa: E402
 from benchmarks.stage_records import (  # noqa: E402
+    REMAKE,
     inputs_digest,
     prior_fingerprint,
     read_record,
@@ -121,9 +122,13 @@ def chosen_concepts(out: Path, shots: int, seed: int, extra: list[str], runs: in
         for r in range(1, runs)
     ]  # fmt: skip
     record = out / "concepts" / f"{shots}shot-seed{seed}.selection.json"
-    settings = {"runs": [str(f) for f in folders], "inputs": inputs_digest(*folders)}
+    # by name and content, not path: a copied or moved --out keeps its choice
+    settings = {"runs": [f.name for f in folders], "inputs": inputs_digest(*folders)}
     if record.is_file():
-        return Path(reused(record, settings, "chosen_folder")["chosen_folder"])
+        chosen = reused(record, settings, "chosen")["chosen"]
+        if not isinstance(chosen, int) or chosen not in range(len(folders)):
+            raise ValueError(f"{record}: chosen run {chosen!r} is not one of the {runs}; {REMAKE}")
+        return folders[chosen]
     from diffexpand.concepts.selection import score_runs
     from tools.select_concepts import few_shot_images
 

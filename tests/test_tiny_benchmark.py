@@ -494,6 +494,12 @@ def test_concept_runs_are_learned_with_their_own_seed_and_the_choice_is_kept(tmp
     (chosen / "concepts.json").write_text("{}")  # a run changed since the choice: it must not be reused
     with pytest.raises(ValueError, match="5shot-seed1.selection.json was made with other input files"):
         tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 3)
+    record["settings"]["inputs"] = stage_records.inputs_digest(
+        *sorted((tmp_path / "concepts").glob("5shot-seed1*/"))
+    )
+    (tmp_path / "concepts" / "5shot-seed1.selection.json").write_text(json.dumps({**record, "chosen": 7}))
+    with pytest.raises(ValueError, match="chosen run 7 is not one of the 3"):
+        tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 3)
     learned.clear()
     assert tiny_benchmark.chosen_concepts(tmp_path, 5, 1, ["--x=1"], 1) == first and len(learned) == 1
 
