@@ -289,6 +289,13 @@ def write_report(
         "= generation on this machine.",
         "",
     ]
+    runs = profile.get("concept_runs", 1)
+    if runs > 1:
+        header[-1:-1] = [
+            f"Concepts: learned {runs} times per subset; each subset's sets use the run chosen by the "
+            "label-free check of tools/select_concepts.py (concepts/<subset>.selection.json).",
+            "",
+        ]
     body = header + lines
     if curve:
         body += [

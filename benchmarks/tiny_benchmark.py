@@ -426,6 +426,7 @@ def main(argv=None) -> dict:
             profile[key] = getattr(args, key)
     if args.synthetic_only is not None:
         profile["synthetic_only"] = args.synthetic_only
+    profile["concept_runs"] = args.concept_runs
     out = Path(args.out or f"outputs/bench-{args.profile}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

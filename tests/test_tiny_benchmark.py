@@ -508,3 +508,15 @@ def test_concept_runs_below_one_are_refused(capsys):
     with pytest.raises(SystemExit):
         tiny_benchmark.main(["--concept-runs", "0"])
     assert "--concept-runs must be at least 1" in capsys.readouterr().err
+
+
+def test_the_report_says_when_the_concepts_were_chosen_among_runs(tmp_path, monkeypatch):
+    chosen_with = []
+    monkeypatch.setattr(tiny_benchmark, "classify", lambda out, row, *rest, **kw: 0.6)
+    monkeypatch.setattr(tiny_benchmark, "chosen_concepts", lambda out, shots, seed, extra, runs: (
+        chosen_with.append(runs) or tmp_path))  # fmt: skip
+    for runs in ("1", "3"):
+        tiny_benchmark.main(["--rows", "Original", "--out", str(tmp_path / runs), "--concept-runs", runs])
+    assert chosen_with == [1, 3]
+    assert "Concepts: learned" not in (tmp_path / "1" / "report.md").read_text()
+    assert "Concepts: learned 3 times per subset" in (tmp_path / "3" / "report.md").read_text()
