@@ -100,13 +100,12 @@ class Features:
 
     def __call__(self, images_of, what: str) -> torch.Tensor:
         from diffexpand.cache import cache_key, cached_tensors
-        from diffexpand.features import normalized
+        from diffexpand.features import embed_normalized
 
         def build() -> dict[str, torch.Tensor]:
             images = images_of()
             say(f"features of {what} ({len(images)} images)")
-            with torch.no_grad():
-                return {"features": torch.cat([normalized(self.extractor(c)) for c in images.split(64)])}
+            return {"features": embed_normalized(self.extractor, images)}
 
         key = cache_key(extractor=self.extractor.fingerprint(), images=what)
         return cached_tensors(self.cache_dir, "probe-features", key, build, {"features": (None, None)})[

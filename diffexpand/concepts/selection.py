@@ -27,20 +27,24 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
     return torch.nn.functional.normalize(means, dim=-1)
 
 
+def class_hit_rates(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes,) share of each class's samples predicted as that class."""
+    labels = torch.as_tensor(labels).long()
+    shares = []
+    for c in range(num_classes):
+        mine = labels == c
+        if not mine.any():
+            raise ValueError(f"no sample for class {c}: every class's learned prompt must be sampled")
+        shares.append((predicted[mine] == c).float().mean())
+    return torch.stack(shares)
+
+
 def prototype_agreement(
     sample_features: torch.Tensor, sample_labels: torch.Tensor, prototypes: torch.Tensor
 ) -> torch.Tensor:
     """(num_classes,) share of each class's samples whose nearest prototype is their own class's."""
     samples = torch.nn.functional.normalize(sample_features.float(), dim=-1)
-    labels = torch.as_tensor(sample_labels).long()
-    nearest = (samples @ prototypes.T).argmax(1)
-    shares = []
-    for c in range(len(prototypes)):
-        mine = labels == c
-        if not mine.any():
-            raise ValueError(f"no sample for class {c}: every class's learned prompt must be sampled")
-        shares.append((nearest[mine] == c).float().mean())
-    return torch.stack(shares)
+    return class_hit_rates((samples @ prototypes.T).argmax(1), sample_labels, len(prototypes))
 
 
 def choose_run(agreements: list[torch.Tensor]) -> int:
@@ -49,13 +53,6 @@ def choose_run(agreements: list[torch.Tensor]) -> int:
         raise ValueError("no concept run to choose from")
     keys = [(round(float(a.mean()), 6), float(a.min())) for a in agreements]
     return max(range(len(keys)), key=lambda i: (keys[i], -i))  # the first run among equals
-
-
-@torch.no_grad()
-def embed(extractor, images: torch.Tensor) -> torch.Tensor:
-    from diffexpand.features import normalized
-
-    return torch.cat([normalized(extractor(chunk)) for chunk in images.split(FEATURE_BATCH)])
 
 
 @torch.no_grad()
@@ -95,23 +92,23 @@ def score_runs(
     """Score every run on its learned prompts' samples; {"class_names", "runs": [{folder, agreement,
     mean, worst[, oracle]}], "chosen": index}. `oracle` (a classifier of the classes) adds its verdict
     per class, for diagnosis: the choice never reads it."""
-    from diffexpand.features import build_extractor
+    from diffexpand.features import build_extractor, embed_normalized
 
     read = read_runs(runs)
     class_names = read[0].class_names
     features = build_extractor(extractor).eval()
-    prototypes = class_prototypes(embed(features, shot_images), shot_labels, len(class_names))
+    shot_features = embed_normalized(features, shot_images, FEATURE_BATCH)
+    prototypes = class_prototypes(shot_features, shot_labels, len(class_names))
     scored = []
     for folder, concepts in zip(runs, read, strict=True):
         images, labels = run_samples(Path(folder), concepts, n, steps, guidance, seed)
-        agreement = prototype_agreement(embed(features, images), labels, prototypes)
+        agreement = prototype_agreement(embed_normalized(features, images, FEATURE_BATCH), labels, prototypes)
         row = {"folder": str(folder), "agreement": agreement.tolist()}
         row |= {"mean": float(agreement.mean()), "worst": float(agreement.min())}
         if oracle is not None:
             with torch.no_grad():
                 verdict = torch.cat([oracle(chunk).argmax(1) for chunk in images.split(FEATURE_BATCH)])
-            per_class = [float((verdict[labels == c] == c).float().mean()) for c in range(len(class_names))]
-            row["oracle"] = per_class
+            row["oracle"] = class_hit_rates(verdict, labels, len(class_names)).tolist()
         scored.append(row)
     chosen = choose_run([torch.tensor(r["agreement"]) for r in scored])
     return {"class_names": class_names, "runs": scored, "chosen": chosen}

@@ -43,4 +43,10 @@ def normalized(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
-__all__ = ["FeatureExtractor", "build_extractor", "normalized"]
+@torch.no_grad()
+def embed_normalized(extractor: FeatureExtractor, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Unit-length features of `images` (in [-1, 1]), `batch` images per extractor call."""
+    return torch.cat([normalized(extractor(chunk)) for chunk in images.split(batch)])
+
+
+__all__ = ["FeatureExtractor", "build_extractor", "embed_normalized", "normalized"]
