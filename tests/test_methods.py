@@ -232,3 +232,22 @@ def test_optional_text_settings_read_null_from_the_command_line_as_none():
 
     assert DiffII(suffix_preset="null", suffix_file="None").suffixes == []  # nothing to resolve
     assert DiffII(suffix_preset="fashion_mnist").suffixes  # a real value is kept
+
+
+@pytest.mark.parametrize("name", [n for n in available_methods() if n not in {"txt2img", "real_filter"}])
+def test_real_latents_larger_than_the_unets_sample_size_are_noised_at_their_own_size(tiny_sd, name):
+    """The data's image size sets the latent size (SD-1.5 trained at 512 px, used at 256 px): the noise
+    added to a real image's latent or paired with its inversion takes that latent's shape."""
+    side = tiny_sd.unet.config.sample_size + 4
+    guided = "distdiff" in name
+    extra = {"extractor": "oracle", "guidance_steps": 2} if guided else {}
+    method = create_method(name, num_inference_steps=4, **extra)
+    batch = _batch(_records(method, 1), shape=(4, side, side))
+    if guided:  # prototypes of real features, as the data module attaches them
+        extractor = method.feature_extractor()
+        g = torch.Generator().manual_seed(0)
+        for inputs in batch.inputs:
+            inputs["prototype"] = extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0].detach()
+            inputs["group_prototypes"] = extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1).detach()
+    images = method.generate(tiny_sd, batch).images
+    assert images.shape[-2:] == (side * tiny_sd.vae_scale_factor,) * 2

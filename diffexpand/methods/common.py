@@ -42,10 +42,14 @@ def latent_shape(parts) -> tuple[int, int, int]:
     return (parts.unet.config.in_channels, size, size)
 
 
-def initial_noise(parts, records: list[Record], stream: str = "noise") -> torch.Tensor:
-    """Per-sample N(0, I) latents from each record's seed (`stream` separates independent draws)."""
+def initial_noise(
+    parts, records: list[Record], stream: str = "noise", shape: tuple[int, ...] | None = None
+) -> torch.Tensor:
+    """Per-sample N(0, I) latents from each record's seed (`stream` separates independent draws).
+    `shape` is one latent's: that of the real latents the noise is added to, which follows the data's
+    image size rather than the UNet's nominal `sample_size` (SD-1.5 at 256 px); txt2img leaves it out."""
     seeds = stream_seeds(records, stream)
-    return seeded_randn(seeds, latent_shape(parts), parts.unet.device, parts.unet.dtype)
+    return seeded_randn(seeds, tuple(shape or latent_shape(parts)), parts.unet.device, parts.unet.dtype)
 
 
 def stream_seeds(records: list[Record], stream: str) -> list[int]:
@@ -87,7 +91,7 @@ def sdedit(
     are grouped by start step, so one batch may mix strengths."""
     schedule = denoising.schedule(parts, steps)
     starts = [sdedit_start_index(s, steps) for s in strengths]
-    noise = initial_noise(parts, records, "sdedit")
+    noise = initial_noise(parts, records, "sdedit", source_latents.shape[1:])
     out = source_latents.clone()
     for start in sorted(set(starts)):
         idx = [i for i, s in enumerate(starts) if s == start]

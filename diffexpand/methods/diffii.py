@@ -249,7 +249,7 @@ class DiffII(ExpansionMethod):
     def partner_latents(self, parts, batch: Batch, inv_a: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
         """I_b per record and the pair actually used: the second inversion, or a Gaussian latent scaled
         to |I_a| (a single image, or two images whose inversions have no great circle between them)."""
-        noise = initial_noise(parts, batch.records, "partner")
+        noise = initial_noise(parts, batch.records, "partner", inv_a.shape[1:])
         noise = noise * (inv_a.flatten(1).norm(dim=1) / noise.flatten(1).norm(dim=1)).reshape(-1, 1, 1, 1)
         pairs = batch.values("pair")
         inv_b = torch.stack(

@@ -85,7 +85,8 @@ class DistDiff(PrototypeGuidance, DenoisingSettings, ExpansionMethod):
     def generate(self, parts, batch: Batch) -> Generated:
         schedule = self.schedule(parts, self.num_inference_steps)
         source = batch.stack("source_latent").to(parts.unet.device, parts.unet.dtype)
-        x = add_noise(source, initial_noise(parts, batch.records, "sdedit"), schedule.alpha(self.start))
+        noise = initial_noise(parts, batch.records, "sdedit", source.shape[1:])
+        x = add_noise(source, noise, schedule.alpha(self.start))
         cond, uncond = conditions(parts, batch.values("prompt"), self.negative_prompt)
         model_fn = self.guided_model_fn(parts, cond, uncond, self.guidance_scale, schedule)
         latents, extras = self.guided_sample(parts, model_fn, x, schedule, batch, self.start)
