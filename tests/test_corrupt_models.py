@@ -60,7 +60,7 @@ def test_a_committed_asset_is_restored_with_git_or_made_again():
     assert "`git checkout -- assets/concepts/fashion_mnist-5shot-seed0`" in hint
     assert "`make concepts`" in hint
     hub = "/home/u/.cache/huggingface/hub/models--org--sd/snapshots/abc/unet/config.json"
-    assert "huggingface-cli download org/sd --force-download" in how_to_replace(hub)
+    assert "hf download org/sd --force-download" in how_to_replace(hub)
 
 
 def test_expand_predict_shows_a_damaged_model_file_as_one_error_line(tmp_path):

@@ -206,7 +206,7 @@ def how_to_replace(path: str | Path) -> str:
     hub = next((p for p in path.parts if p.startswith("models--")), None)
     if hub is not None:
         repo_id = hub.removeprefix("models--").replace("--", "/")
-        return f"download it again: `huggingface-cli download {repo_id} --force-download`."
+        return f"download it again: `hf download {repo_id} --force-download`."
     return "replace it with a good copy (download the model again, or make the folder again)."
 
 

@@ -39,7 +39,7 @@ def _not_available(source: str, cause: Exception) -> ModelNotAvailableError:
         "Pass a local diffusers-layout folder instead (one with model_index.json and the subfolders "
         f"{', '.join(_SUBFOLDERS)}), e.g. `--model.init_args.pretrained /path/to/stable-diffusion-v1-5`, "
         "or download it once on a machine with internet: "
-        f"`huggingface-cli download {source} --local-dir /path/to/folder`."
+        f"`hf download {source} --local-dir /path/to/folder`."
     )
 
 
