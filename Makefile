@@ -38,7 +38,7 @@ demo: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile quick
 
 # The full tiny benchmark (5/10-shot x 3 seeds, 10 rows with the ceiling, synthetic-only column, split-ratio
-# curve), evaluated on the test split: slow on a CPU (its wall time is in docs/measurements/2026-11-23.md).
+# curve), evaluated on the test split: 82 min alone on a 2-core CPU VM (docs/bench-full-2026-12-06/report.md).
 # Tune on the validation split first: $(PY) benchmarks/tiny_benchmark.py --profile full --split validation
 bench: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile full
