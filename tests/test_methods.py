@@ -87,6 +87,50 @@ def test_diffii_pairs_are_distinct_and_single_image_classes_fall_back_once():
     assert all(r["pair"] == "gaussian" and r["source_ids"] == ["b0"] for r in single)
 
 
+TWO_METACLASSES = PlanContext(
+    class_names=["Sandal", "Shirt"],
+    metaclasses=["shoe", "top"],
+    source_ids=[["s0", "s1"], ["t0", "t1"]],
+    class_prompts=["a photo of a <class_0> shoe", "a photo of a <class_1> top"],
+    plain_prompts=["a photo of a Sandal", "a photo of a Shirt"],
+)
+
+
+@pytest.mark.parametrize("name", ["diffii", "diffii_distdiff"])
+def test_suffix_exclude_bars_whole_words_for_one_metaclass_only(name):
+    exclude = {"shoe": ["dark", "narrow"]}
+    method = create_method(name, suffix_preset="fashion_mnist_attributes", suffix_exclude=exclude)
+    plain = create_method(name, suffix_preset="fashion_mnist_attributes")
+    records = _records(method, 200, labels=(0, 1), ctx=TWO_METACLASSES)
+    drawn = {label: {r["suffix"] for r in records if r.label == label} for label in (0, 1)}
+    barred = {x for x in plain.suffixes if "dark" in x or "narrow" in x}
+    assert drawn[0] and not drawn[0] & barred  # shoes: never a suffix with either word
+    assert drawn[0] == set(plain.suffixes) - barred  # and every other suffix is still drawn
+    assert drawn[1] == set(plain.suffixes)  # tops: untouched
+    # without exclusions the plan is what it always was, draw for draw
+    unchanged = _records(plain, 20, labels=(0, 1), ctx=TWO_METACLASSES)
+    assert [r.choices for r in unchanged] == [
+        r.choices
+        for r in _records(
+            create_method(name, suffix_preset="fashion_mnist_attributes"), 20, (0, 1), TWO_METACLASSES
+        )
+    ]
+    # a word inside another word is not that word ("darker" is not "dark")
+    partial = create_method(name, suffixes=["darker", "dark blue"], suffix_exclude={"shoe": ["dark"]})
+    assert {r["suffix"] for r in _records(partial, 20, labels=(0,), ctx=TWO_METACLASSES)} == {"darker"}
+
+
+def test_suffix_exclude_refuses_unknown_metaclasses_empty_pools_and_no_suffixes():
+    with pytest.raises(ValueError, match="needs suffixes"):
+        create_method("diffii", suffix_exclude={"shoe": ["dark"]})
+    unknown = create_method("diffii", suffixes=["dark"], suffix_exclude={"shoes": ["dark"]})
+    with pytest.raises(ValueError, match=r"\['shoes'\].*it has: shoe, top"):
+        _records(unknown, 1, labels=(0,), ctx=TWO_METACLASSES)
+    emptied = create_method("diffii", suffixes=[", dark", ", dark, wide"], suffix_exclude={"top": ["dark"]})
+    with pytest.raises(ValueError, match="leaves metaclass 'top' no suffix"):
+        _records(emptied, 1, labels=(0,), ctx=TWO_METACLASSES)
+
+
 def test_suffix_steps_follow_the_official_criterion_and_bad_ratios_are_rejected(tiny_sd):
     from diffexpand.sampling import Schedule
 

@@ -18,6 +18,7 @@ partner, with one warning per such pair naming both images.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -141,6 +142,11 @@ def lambda_in_range(span: str | list[float], fraction: torch.Tensor, alpha: torc
     return lambda_from_fraction(lo + fraction.double() * (hi - lo), alpha)
 
 
+def suffix_words(suffix: str) -> list[str]:
+    """The words of a suffix, lower-cased, without punctuation (", dark, patterned" -> dark, patterned)."""
+    return re.findall(r"[\w-]+", suffix.lower())
+
+
 @register_method("diffii")
 @dataclass
 class DiffII(ExpansionMethod):
@@ -160,6 +166,10 @@ class DiffII(ExpansionMethod):
         suffix_llm: the language model that turns captions into suffixes: a local transformers model,
             or "openai:<model>" (URL and key from the environment).
         num_suffixes: how many suffixes to generate.
+        suffix_exclude: per metaclass, words its suffixes may not contain ({"shoe": ["dark"]}: shoes never
+            draw a suffix with the word "dark"): for attribute words that carry one fine class across to
+            another on a given prior. Every key must be a metaclass of the data, and every metaclass must
+            keep a suffix.
         negative_prompt: the unconditional prompt of classifier-free guidance.
         lambda_range: where on the circle through the two inversions λ is drawn: "full" (the paper's
             λ ~ U[0, 2π/α], the whole turn: three quarters extrapolation when α ≈ π/2),
@@ -178,6 +188,7 @@ class DiffII(ExpansionMethod):
     suffix_captioner: str | None = None
     suffix_llm: str | None = None
     num_suffixes: int = 10
+    suffix_exclude: dict[str, list[str]] = field(default_factory=dict)
     negative_prompt: str = ""
     lambda_range: list[float] | str = "full"
 
@@ -192,6 +203,11 @@ class DiffII(ExpansionMethod):
         if self.suffix_captioner and static:
             raise ValueError("give one suffix source: generated (suffix_captioner) or a list/file/preset")
         self.suffixes = static
+        if self.suffix_exclude and not (self.suffixes or self.suffix_captioner):
+            raise ValueError(
+                "suffix_exclude needs suffixes to exclude from (suffixes, a file, a preset or generated)"
+            )
+        self._pools: dict[str, list[str]] = {}  # metaclass -> the suffixes it draws from
         self._warned_single = False
         self._warned_pairs: set[tuple[str, ...]] = set()
 
@@ -219,6 +235,24 @@ class DiffII(ExpansionMethod):
         inversions = [prepared["inversions"][s] for s in record["source_ids"]]
         return dict(zip(("inversion_a", "inversion_b"), inversions, strict=False))
 
+    def suffix_pool(self, ctx, metaclass: str) -> list[str]:
+        """The suffixes one metaclass draws from: all of them, less those `suffix_exclude` bars for it."""
+        if not self.suffix_exclude:
+            return self.suffixes
+        if not self._pools:
+            unknown = sorted(set(self.suffix_exclude) - set(ctx.metaclasses))
+            if unknown:
+                known = ", ".join(sorted(set(ctx.metaclasses)))
+                raise ValueError(
+                    f"suffix_exclude names metaclasses the data does not have: {unknown} (it has: {known})"
+                )
+            for name in dict.fromkeys(ctx.metaclasses):
+                barred = set(self.suffix_exclude.get(name, []))
+                self._pools[name] = [x for x in self.suffixes if not barred & set(suffix_words(x))]
+                if not self._pools[name]:
+                    raise ValueError(f"suffix_exclude {sorted(barred)} leaves metaclass {name!r} no suffix")
+        return self._pools[metaclass]
+
     def plan(self, ctx, label, rng, index=0) -> dict:
         members = class_members(ctx, label)
         if len(members) >= 2:
@@ -234,7 +268,8 @@ class DiffII(ExpansionMethod):
                 )
                 self._warned_single = True
             pair, sources = "gaussian", [members[0]]
-        suffix = self.suffixes[int(rng.integers(len(self.suffixes)))] if self.suffixes else ""
+        pool = self.suffix_pool(ctx, ctx.metaclasses[label])
+        suffix = pool[int(rng.integers(len(pool)))] if pool else ""
         prompt = ctx.class_prompts[label]
         return {
             "source_ids": sources,
