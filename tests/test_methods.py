@@ -115,8 +115,8 @@ def test_suffix_exclude_bars_whole_words_for_one_metaclass_only(name):
             create_method(name, suffix_preset="fashion_mnist_attributes"), 20, (0, 1), TWO_METACLASSES
         )
     ]
-    # a word inside another word is not that word ("darker" is not "dark")
-    partial = create_method(name, suffixes=["darker", "dark blue"], suffix_exclude={"shoe": ["dark"]})
+    # a word inside another word is not that word ("darker" is not "dark"); case does not matter
+    partial = create_method(name, suffixes=["darker", "Dark blue"], suffix_exclude={"shoe": ["DARK"]})
     assert {r["suffix"] for r in _records(partial, 20, labels=(0,), ctx=TWO_METACLASSES)} == {"darker"}
 
 

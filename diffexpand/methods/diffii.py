@@ -207,7 +207,7 @@ class DiffII(ExpansionMethod):
             raise ValueError(
                 "suffix_exclude needs suffixes to exclude from (suffixes, a file, a preset or generated)"
             )
-        self._pools: dict[str, list[str]] = {}  # metaclass -> the suffixes it draws from
+        self._pools: dict[tuple[str, ...], dict[str, list[str]]] = {}  # per dataset: metaclass -> suffixes
         self._warned_single = False
         self._warned_pairs: set[tuple[str, ...]] = set()
 
@@ -239,19 +239,22 @@ class DiffII(ExpansionMethod):
         """The suffixes one metaclass draws from: all of them, less those `suffix_exclude` bars for it."""
         if not self.suffix_exclude:
             return self.suffixes
-        if not self._pools:
-            unknown = sorted(set(self.suffix_exclude) - set(ctx.metaclasses))
+        key = tuple(ctx.metaclasses)
+        if key not in self._pools:
+            unknown = sorted(set(self.suffix_exclude) - set(key))
             if unknown:
-                known = ", ".join(sorted(set(ctx.metaclasses)))
+                known = ", ".join(sorted(set(key)))
                 raise ValueError(
                     f"suffix_exclude names metaclasses the data does not have: {unknown} (it has: {known})"
                 )
-            for name in dict.fromkeys(ctx.metaclasses):
-                barred = set(self.suffix_exclude.get(name, []))
-                self._pools[name] = [x for x in self.suffixes if not barred & set(suffix_words(x))]
-                if not self._pools[name]:
+            pools = {}
+            for name in dict.fromkeys(key):
+                barred = {word.lower() for word in self.suffix_exclude.get(name, [])}
+                pools[name] = [x for x in self.suffixes if not barred & set(suffix_words(x))]
+                if not pools[name]:
                     raise ValueError(f"suffix_exclude {sorted(barred)} leaves metaclass {name!r} no suffix")
-        return self._pools[metaclass]
+            self._pools[key] = pools
+        return self._pools[key][metaclass]
 
     def plan(self, ctx, label, rng, index=0) -> dict:
         members = class_members(ctx, label)
