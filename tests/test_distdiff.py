@@ -326,6 +326,47 @@ def test_gradient_checkpointing_gives_the_same_images(tiny_sd):
     assert torch.allclose(torch.tensor(e_plain), torch.tensor(e_ckpt), atol=1e-6)
 
 
+def test_clamp_decoded_off_passes_saturated_pixels_to_the_extractor_as_the_official_code(
+    tiny_sd, monkeypatch
+):
+    import diffexpand.methods.prototype_guidance as guidance_module
+    from diffexpand.methods import Batch, PlanContext, Record, sample_rng
+
+    decode = guidance_module.decode_latents
+    # the tiny VAE decodes near [-1, 1]; scaled up, x̂0 surely saturates
+    monkeypatch.setattr(guidance_module, "decode_latents", lambda vae, z: 4 * decode(vae, z))
+    ctx = PlanContext(["a", "b"], ["shoe"] * 2, [["x0", "x1"], ["y0"]], ["p a", "p b"], ["a photo of a", "b"])
+    seen, energies = {}, {}
+    for clamp in (True, False):
+        method = create_method("distdiff", num_inference_steps=6, guidance_steps=3, extractor="oracle",
+                               step_size=100.0, clamp_decoded=clamp)  # fmt: skip
+        extractor = method.feature_extractor()
+        largest = []
+        handle = extractor.register_forward_pre_hook(
+            lambda m, args, out=largest: out.append(args[0].detach().abs().max().item())
+        )
+        records, inputs = [], []
+        for i, label in enumerate((0, 1)):
+            choices = method.plan(ctx, label, sample_rng(i), index=i)
+            records.append(Record(f"s{i}", label, ctx.class_names[label], 100 + i, "distdiff", choices))
+            g = torch.Generator().manual_seed(i)
+            with torch.no_grad():
+                inputs.append(
+                    {
+                        "source_latent": torch.randn(4, 8, 8, generator=g),
+                        "prototype": extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0],
+                        "group_prototypes": extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1),
+                    }
+                )
+        largest.clear()  # only what guidance hands the extractor
+        generated = method.generate(tiny_sd, Batch(records, inputs))
+        handle.remove()
+        seen[clamp] = max(largest)
+        energies[clamp] = [e["guidance_energy"] for e in generated.extras]
+    assert seen[True] <= 1.0 < seen[False]
+    assert energies[True] != energies[False]
+
+
 def test_a_non_finite_energy_turns_guidance_off_for_that_sample_and_is_recorded(tiny_sd_dir, tmp_path,
                                                                                  monkeypatch):  # fmt: skip
     from diffexpand.methods.distdiff import DistDiff

@@ -60,6 +60,8 @@ class PrototypeGuidance(UsesFeatureExtractor):
             latents (SD at 512 px and batch 8 does not fit one GPU without it: docs/measurements/
             2026-11-23.md), off on CPU.
         decode_chunk_size: guidance decodes x̂0 this many samples at a time, each chunk checkpointed.
+        clamp_decoded: clamp the decoded x̂0 to [−1, 1] before the extractor, so saturated pixels pass no
+            gradient; False: pass it on unclamped, as the official code does.
         guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
             too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns
             the VAE's tiny batch-size differences into visible moves; on: faster, images depend on
@@ -82,6 +84,7 @@ class PrototypeGuidance(UsesFeatureExtractor):
     guidance: bool = True
     gradient_checkpointing: bool | None = None
     decode_chunk_size: int = 4
+    clamp_decoded: bool = True
     guidance_autocast: bool = False
 
     def resolve_guidance(self, num_inference_steps: int, start: int, strength: float | None = None) -> None:
@@ -196,7 +199,8 @@ class PrototypeGuidance(UsesFeatureExtractor):
         def features_of(x0: torch.Tensor) -> torch.Tensor:
             chunks = x0.split(self.decode_chunk_size)
             images = torch.cat([self._call(lambda x: decode_latents(parts.vae, x), c) for c in chunks])
-            return extractor(images.float().clamp(-1, 1).to(on))
+            images = images.float()
+            return extractor((images.clamp(-1, 1) if self.clamp_decoded else images).to(on))
 
         def energy_of(z: torch.Tensor) -> torch.Tensor:
             total = 0.0
