@@ -1,5 +1,7 @@
 """Concept learner (the Diff-Mix recipe Diff-II uses): textual-inversion tokens per class plus one
 LoRA shared by all classes, trained with the noise-prediction loss on "a photo of a <class_i> {metaclass}".
+With `lora_rank: 0` it is plain textual inversion on a frozen UNet (DA-Fusion's own recipe), and the
+folder it writes has no LoRA file.
 
 Class names and metaclasses come from the datamodule at `setup`, so one config line picks the dataset.
 At the end of fit the concept folder (diffusers formats + concepts.json) is written to `output_dir`:
@@ -69,6 +71,8 @@ class ConceptLearner(L.LightningModule):
         super().__init__()
         if init_from not in {"metaclass", "class_name"}:
             raise ValueError(f"init_from must be 'metaclass' or 'class_name', got {init_from!r}")
+        if lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0: textual inversion only), got {lora_rank}")
         if not 1 <= tokens_per_class <= MAX_TOKENS_PER_CLASS:  # a prompt has 77 positions
             limit = MAX_TOKENS_PER_CLASS
             raise ValueError(f"tokens_per_class must be from 1 to {limit}, got {tokens_per_class}")
@@ -97,7 +101,8 @@ class ConceptLearner(L.LightningModule):
             ids, initial_rows(parts.tokenizer, parts.text_encoder, words, hp.tokens_per_class)
         )
         self.concepts.attach(parts.text_encoder)
-        add_shared_lora(parts.unet, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
+        if hp.lora_rank > 0:
+            add_shared_lora(parts.unet, hp.lora_rank, hp.lora_alpha, hp.lora_targets)
         for p in parts.unet.parameters():  # trainable LoRA weights stay fp32 under mixed precision
             if p.requires_grad:
                 p.data = p.data.float()
@@ -116,10 +121,10 @@ class ConceptLearner(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [
-            {"params": [self.concepts.weight], "lr": hp.embedding_lr, "weight_decay": 0.0},
-            {"params": self.lora_parameters(), "lr": hp.lora_lr, "weight_decay": hp.lora_weight_decay},
-        ]
+        groups = [{"params": [self.concepts.weight], "lr": hp.embedding_lr, "weight_decay": 0.0}]
+        if hp.lora_rank > 0:
+            lora = self.lora_parameters()
+            groups.append({"params": lora, "lr": hp.lora_lr, "weight_decay": hp.lora_weight_decay})
         return torch.optim.AdamW(groups)
 
     # ---- training ---------------------------------------------------------------------------------
@@ -211,7 +216,7 @@ class ConceptLearner(L.LightningModule):
             self.metaclasses,
             self.hparams.prompt_template,
             self.parts.identity or str(self.hparams.pretrained),  # name + fingerprint of what was loaded
-            lora_layers_for_saving(self.unet),
+            lora_layers_for_saving(self.unet) if self.hparams.lora_rank > 0 else None,
         )
 
     def on_train_end(self) -> None:

@@ -24,7 +24,9 @@ from lightning_modules.concept import ConceptLearner
 COMMITTED = REPO_ROOT / "assets/concepts/fashion_mnist-5shot-seed0"
 
 
-def _fit(tiny_sd_dir, tmp_path, max_steps, ckpt_path=None, checkpoint_every=None, output_dir=None):
+def _fit(
+    tiny_sd_dir, tmp_path, max_steps, ckpt_path=None, checkpoint_every=None, output_dir=None, lora_rank=4
+):
     L.seed_everything(0)
     callbacks = []
     if checkpoint_every:
@@ -34,7 +36,7 @@ def _fit(tiny_sd_dir, tmp_path, max_steps, ckpt_path=None, checkpoint_every=None
         max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
         callbacks=callbacks, enable_checkpointing=bool(checkpoint_every), default_root_dir=tmp_path,
     )  # fmt: skip
-    model = ConceptLearner(pretrained=str(tiny_sd_dir), embedding_lr=1e-2, lora_lr=1e-3, lora_rank=4,
+    model = ConceptLearner(pretrained=str(tiny_sd_dir), embedding_lr=1e-2, lora_lr=1e-3, lora_rank=lora_rank,
                            output_dir=str(output_dir) if output_dir else "", seed=0)  # fmt: skip
     dm = LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4, image_size=32)
     trainer.fit(model, dm, ckpt_path=ckpt_path)
@@ -74,6 +76,28 @@ def test_only_new_rows_and_lora_change(tiny_sd_dir, trained):
     # class 0 (T-shirt/top) started at the embedding of its metaclass word "top"
     start = old_table[base.tokenizer("top", add_special_tokens=False).input_ids].mean(0)
     assert not torch.allclose(model.concepts.weight[0, 0], start)
+
+
+def test_lora_rank_zero_is_textual_inversion_on_a_frozen_unet(tiny_sd_dir, trained, tmp_path):
+    _, with_lora = trained
+    out = tmp_path / "ti"
+    shutil.copytree(with_lora, out)  # an earlier export's LoRA in the same folder must not survive
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    model = _fit(tiny_sd_dir, tmp_path / "run", max_steps=3, output_dir=out, lora_rank=0)
+    assert not any("lora_" in n for n, _ in model.unet.named_parameters())
+    base = load_sd_components(tiny_sd_dir)
+    for name, value in base.unet.state_dict().items():
+        torch.testing.assert_close(model.unet.state_dict()[name], value, rtol=0, atol=0)
+    start = base.text_encoder.get_input_embeddings().weight[
+        base.tokenizer("top", add_special_tokens=False).input_ids
+    ]
+    assert not torch.allclose(model.concepts.weight[0, 0], start.mean(0))  # the tokens did learn
+    assert not (out / "pytorch_lora_weights.safetensors").exists()
+    parts = load_sd_components(tiny_sd_dir)
+    apply_concepts(parts, out)  # tokens only: the UNet stays the prior's
+    assert not any("lora_" in n for n, _ in parts.unet.named_parameters())
+    with pytest.raises(ValueError, match="lora_rank must be >= 0"):
+        ConceptLearner(pretrained=str(tiny_sd_dir), lora_rank=-1)
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tiny_sd_dir, tmp_path):

@@ -161,7 +161,8 @@ def save_concepts(
     lora_layers: dict | None,
 ) -> None:
     """Write a concept folder. `base_model`: the identity of the prior the concepts were learned on
-    (`parts.identity` of parts from `load_sd_components`), or its hub id / folder, fingerprinted here."""
+    (`parts.identity` of parts from `load_sd_components`), or its hub id / folder, fingerprinted here.
+    `lora_layers` None: tokens only (textual inversion), no LoRA file."""
     folder = Path(folder)
     identity = base_model if isinstance(base_model, ModelIdentity) else _identity_of(base_model)
     (folder / "embeddings").mkdir(parents=True, exist_ok=True)
@@ -175,6 +176,8 @@ def save_concepts(
         StableDiffusionPipeline.save_lora_weights(
             folder, unet_lora_layers=lora_layers, safe_serialization=True
         )
+    else:  # tokens only: a LoRA left by an earlier export into this folder would be loaded with them
+        (folder / LORA_FILE).unlink(missing_ok=True)
     concepts = ConceptSet(
         folder,
         list(class_names),
