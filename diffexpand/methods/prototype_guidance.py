@@ -61,7 +61,8 @@ class PrototypeGuidance(UsesFeatureExtractor):
             2026-11-23.md), off on CPU.
         decode_chunk_size: guidance decodes x̂0 this many samples at a time, each chunk checkpointed.
         clamp_decoded: clamp the decoded x̂0 to [−1, 1] before the extractor, so saturated pixels pass no
-            gradient; False: pass it on unclamped, as the official code does.
+            gradient. Off (the official code): the extractor sees x̂0 as decoded. Both gave the same
+            classifier gain on the validation split (docs/measurements/2026-12-06-distdiff-guidance-clamp.md).
         guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
             too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns
             the VAE's tiny batch-size differences into visible moves; on: faster, images depend on
@@ -84,7 +85,7 @@ class PrototypeGuidance(UsesFeatureExtractor):
     guidance: bool = True
     gradient_checkpointing: bool | None = None
     decode_chunk_size: int = 4
-    clamp_decoded: bool = True
+    clamp_decoded: bool = False
     guidance_autocast: bool = False
 
     def resolve_guidance(self, num_inference_steps: int, start: int, strength: float | None = None) -> None:
