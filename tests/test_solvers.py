@@ -74,6 +74,30 @@ def test_multistep_solvers_beat_ddim_at_few_steps_on_an_exact_ode(solver):
     assert max(errors["ddim", 50], errors[solver, 50]) < 0.03, errors
 
 
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "unipc"])
+def test_a_replaced_latent_restarts_the_solver_as_a_fresh_start_from_it(solver):
+    """After `before_step` replaces the latents (guidance), `restart_after_replace` makes the rest of the
+    run exactly a fresh run started there; without it the solver reuses predictions of the old latents."""
+    schedule, k = schedule_for(BASE, 10, solver), 4
+    x_t = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    world = gaussian_world(2.0)
+    seen = {}
+
+    def jump(i, x):  # replaced at step k by a moved copy, as a guided latent is
+        if i != k:
+            return x
+        seen["x"] = x * 1.05
+        return seen["x"].clone()
+
+    restarted = sample(world, x_t, schedule, before_step=jump, restart_after_replace=True)
+    fresh = sample(world, seen["x"], schedule, start_index=k)
+    kept = sample(world, x_t, schedule, before_step=jump)
+    torch.testing.assert_close(restarted, fresh, rtol=0, atol=1e-12)
+    assert (kept - fresh).abs().max() > 1e-6
+    untouched = sample(world, x_t, schedule, before_step=lambda i, x: x, restart_after_replace=True)
+    torch.testing.assert_close(untouched, sample(world, x_t, schedule), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("solver", ["ddim", "dpmpp_2m", "unipc"])
 def test_every_solver_follows_a_v_prediction_model(solver):
     """The tiny prior v2 predicts v = √ᾱ·ε − √(1−ᾱ)·x0: in the Gaussian world, a model giving the

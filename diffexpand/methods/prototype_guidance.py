@@ -63,6 +63,9 @@ class PrototypeGuidance(UsesFeatureExtractor):
         clamp_decoded: clamp the decoded x̂0 to [−1, 1] before the extractor, so saturated pixels pass no
             gradient. Off (the official code): the extractor sees x̂0 as decoded. Both gave the same
             classifier gain on the validation split (docs/measurements/2026-12-06-distdiff-guidance-clamp.md).
+        restart_solver: a multistep solver (DPM-Solver++ 2M, UniPC) forgets its history at each guided
+            step, so the step from the guided latent is first order and does not reuse the prediction
+            made at the unguided one; False: it keeps it. DDIM (the official solver) has no history.
         guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
             too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns
             the VAE's tiny batch-size differences into visible moves; on: faster, images depend on
@@ -86,6 +89,7 @@ class PrototypeGuidance(UsesFeatureExtractor):
     gradient_checkpointing: bool | None = None
     decode_chunk_size: int = 4
     clamp_decoded: bool = False
+    restart_solver: bool = True
     guidance_autocast: bool = False
 
     def resolve_guidance(self, num_inference_steps: int, start: int, strength: float | None = None) -> None:
@@ -246,7 +250,9 @@ class PrototypeGuidance(UsesFeatureExtractor):
             failures.append(result.failed)
             return result.latents
 
-        latents = sample(model_fn, x, schedule, start, before_step=before_step)
+        latents = sample(
+            model_fn, x, schedule, start, before_step=before_step, restart_after_replace=self.restart_solver
+        )
         energy = torch.stack(energies, 1).tolist() if energies else [[] for _ in records]
         failed = torch.stack(failures, 1).any(1).tolist() if failures else [False] * len(records)
         timesteps = self.guidance_timesteps(schedule) if self.guidance else []

@@ -63,9 +63,13 @@ def sample(
     start_index: int = 0,
     progress: Callable | None = None,
     before_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    restart_after_replace: bool = False,
 ) -> torch.Tensor:
     """Denoise `latents` (at the noise level of step `start_index`) to x_0 with the schedule's solver.
-    `before_step(i, latents)` may replace the latents before step i, as in `ddim_sample`."""
+    `before_step(i, latents)` may replace the latents before step i, as in `ddim_sample`: it returns the
+    tensor it was given when it leaves them alone. `restart_after_replace`: a multistep solver forgets its
+    history when they are replaced, so the step from the new latents is first order (DDIM's, for
+    DPM-Solver++) and UniPC's corrector does not pull them back toward the old trajectory."""
     if schedule.solver == "ddim":
         return ddim_sample(model_fn, latents, schedule, start_index, progress, before_step)
     # A fresh scheduler per call: a multistep solver keeps the last predictions as state.
@@ -78,4 +82,24 @@ def sample(
     def step(out: torch.Tensor, t: torch.Tensor, i: int, x: torch.Tensor) -> torch.Tensor:
         return scheduler.step(out, t, x).prev_sample
 
-    return denoise_loop(model_fn, step, latents, scheduler.timesteps, start_index, progress, before_step)
+    hook = before_step
+    if before_step is not None and restart_after_replace:
+
+        def hook(i: int, x: torch.Tensor) -> torch.Tensor:
+            new = before_step(i, x)
+            if new is not x:
+                forget_history(scheduler)
+            return new
+
+    return denoise_loop(model_fn, step, latents, scheduler.timesteps, start_index, progress, hook)
+
+
+def forget_history(scheduler) -> None:
+    """Make a diffusers multistep scheduler's next step its first: no earlier prediction (the warm-up
+    path both solvers take at the start) and, for UniPC, no corrector against the previous sample."""
+    order = scheduler.config.solver_order
+    scheduler.model_outputs = [None] * order
+    scheduler.lower_order_nums = 0
+    if hasattr(scheduler, "last_sample"):  # UniPC
+        scheduler.last_sample = None
+        scheduler.timestep_list = [None] * order
