@@ -65,7 +65,8 @@ class PrototypeGuidance(UsesFeatureExtractor):
             classifier gain on the validation split (docs/measurements/2026-12-06-distdiff-guidance-clamp.md).
         restart_solver: a multistep solver (DPM-Solver++ 2M, UniPC) forgets its history at each guided
             step, so the step from the guided latent is first order and does not reuse the prediction
-            made at the unguided one; False: it keeps it. DDIM (the official solver) has no history.
+            made at the unguided one; False: it keeps it. DDIM (the official solver) has no history
+            (docs/measurements/2026-12-06-distdiff-solver-restart.md).
         guidance_autocast: run guidance (rollouts, decode, features, backward) under the run's autocast
             too. Off: float32 when the UNet's weights are float32, because under bf16 the gradient turns
             the VAE's tiny batch-size differences into visible moves; on: faster, images depend on
