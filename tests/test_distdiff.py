@@ -298,28 +298,35 @@ def test_inference_mode_is_refused_with_a_clear_message(tiny_sd_dir, tmp_path):
         _run(tiny_sd_dir, tmp_path / "out", tmp_path / "cache", "--trainer.inference_mode=true")
 
 
-def test_gradient_checkpointing_gives_the_same_images(tiny_sd):
+def _toy_batch(method, labels):
+    """Records of two toy classes planned by `method`, with seeded source latents and prototypes made by
+    its own extractor: what `generate` needs without a datamodule."""
     from diffexpand.methods import Batch, PlanContext, Record, sample_rng
 
     ctx = PlanContext(["a", "b"], ["shoe"] * 2, [["x0", "x1"], ["y0"]], ["p a", "p b"], ["a photo of a", "b"])
+    extractor = method.feature_extractor()
+    records, inputs = [], []
+    for i, label in enumerate(labels):
+        choices = method.plan(ctx, label, sample_rng(i), index=i)
+        records.append(Record(f"s{i}", label, ctx.class_names[label], 100 + i, "distdiff", choices))
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            inputs.append(
+                {
+                    "source_latent": torch.randn(4, 8, 8, generator=g),
+                    "prototype": extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0],
+                    "group_prototypes": extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1),
+                }
+            )
+    return Batch(records, inputs)
+
+
+def test_gradient_checkpointing_gives_the_same_images(tiny_sd):
     outputs = []
     for checkpointing in (False, True):
         method = create_method("distdiff", num_inference_steps=6, guidance_steps=3, extractor="oracle",
                                step_size=100.0, gradient_checkpointing=checkpointing)  # fmt: skip
-        extractor = method.feature_extractor()
-        records, inputs = [], []
-        for i, label in enumerate((0, 1, 0)):
-            choices = method.plan(ctx, label, sample_rng(i), index=i)
-            records.append(Record(f"s{i}", label, ctx.class_names[label], 100 + i, "distdiff", choices))
-            g = torch.Generator().manual_seed(i)
-            inputs.append(
-                {
-                    "source_latent": torch.randn(4, 8, 8, generator=g),
-                    "prototype": extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0].detach(),
-                    "group_prototypes": extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1).detach(),
-                }
-            )
-        generated = method.generate(tiny_sd, Batch(records, inputs))
+        generated = method.generate(tiny_sd, _toy_batch(method, (0, 1, 0)))
         outputs.append((generated.images, [e["guidance_energy"] for e in generated.extras]))
     (plain, e_plain), (ckpt, e_ckpt) = outputs
     assert torch.allclose(plain, ckpt, atol=1e-5)
@@ -330,36 +337,20 @@ def test_clamp_decoded_off_passes_saturated_pixels_to_the_extractor_as_the_offic
     tiny_sd, monkeypatch
 ):
     import diffexpand.methods.prototype_guidance as guidance_module
-    from diffexpand.methods import Batch, PlanContext, Record, sample_rng
 
     decode = guidance_module.decode_latents
     # the tiny VAE decodes near [-1, 1]; scaled up, x̂0 surely saturates
     monkeypatch.setattr(guidance_module, "decode_latents", lambda vae, z: 4 * decode(vae, z))
-    ctx = PlanContext(["a", "b"], ["shoe"] * 2, [["x0", "x1"], ["y0"]], ["p a", "p b"], ["a photo of a", "b"])
     seen, energies = {}, {}
     for clamp in (True, False):
         method = create_method("distdiff", num_inference_steps=6, guidance_steps=3, extractor="oracle",
                                step_size=100.0, clamp_decoded=clamp)  # fmt: skip
-        extractor = method.feature_extractor()
-        largest = []
-        handle = extractor.register_forward_pre_hook(
+        batch = _toy_batch(method, (0, 1))
+        largest = []  # only what guidance hands the extractor: hooked after the batch's prototypes
+        handle = method.feature_extractor().register_forward_pre_hook(
             lambda m, args, out=largest: out.append(args[0].detach().abs().max().item())
         )
-        records, inputs = [], []
-        for i, label in enumerate((0, 1)):
-            choices = method.plan(ctx, label, sample_rng(i), index=i)
-            records.append(Record(f"s{i}", label, ctx.class_names[label], 100 + i, "distdiff", choices))
-            g = torch.Generator().manual_seed(i)
-            with torch.no_grad():
-                inputs.append(
-                    {
-                        "source_latent": torch.randn(4, 8, 8, generator=g),
-                        "prototype": extractor(torch.rand(1, 3, 32, 32, generator=g) * 2 - 1)[0],
-                        "group_prototypes": extractor(torch.rand(3, 3, 32, 32, generator=g) * 2 - 1),
-                    }
-                )
-        largest.clear()  # only what guidance hands the extractor
-        generated = method.generate(tiny_sd, Batch(records, inputs))
+        generated = method.generate(tiny_sd, batch)
         handle.remove()
         seen[clamp] = max(largest)
         energies[clamp] = [e["guidance_energy"] for e in generated.extras]
