@@ -26,19 +26,24 @@ def expansion_settings(path: Path = EXPANSION_DATA) -> tuple[float, int]:
 EXPANSION_RATIO, IMAGE_SIZE = expansion_settings()
 CEILING = f"Real ×{EXPANSION_RATIO:g}"  # other real images, as many as a method adds
 CEILING_METHOD = "real"  # its set folder: sets/real-<shots>shot-seed<seed>
-DIFF_II_MIXING = "replace"
-ROWS = {  # row label -> expansion method (None: real images only); mixing for the classifier
-    "Original": (None, "replace"),
-    CEILING: (CEILING_METHOD, DIFF_II_MIXING),  # through the classifier as Diff-II's set goes
-    "txt2img": ("txt2img", "replace"),
-    "Real-Guidance": ("real_guidance", "replace"),
-    "DA-Fusion": ("dafusion", "replace"),
-    "Diff-AUG": ("diffaug", "replace"),
-    "Diff-Mix": ("diffmix", "replace"),
-    "Diff-II": ("diffii", DIFF_II_MIXING),
-    "DistDiff": ("distdiff", "concat"),  # DistDiff trains on the concatenation (its paper)
-    # a Diff-II set with guidance, mixed as Diff-II's: its paired difference to Diff-II is the guidance
-    "Diff-II+DistDiff": ("diffii_distdiff", DIFF_II_MIXING),
+# Every row, the ceiling included, goes through the classifier the same way: real samples replaced by
+# the row's images with configs/classifier.yaml's p, for the same number of optimizer steps. The rows then
+# differ in their images alone, and a row's share of the ceiling's gain compares like with like. (Adding a
+# set instead, as DistDiff's paper does, makes an epoch six times longer: a concatenated row would be
+# measured against an Original that trained a sixth as long.)
+MIXING = "replace"
+ROWS = {  # row label -> the expansion method that makes its set (None: real images only)
+    "Original": None,
+    CEILING: CEILING_METHOD,
+    "txt2img": "txt2img",
+    "Real-Guidance": "real_guidance",
+    "DA-Fusion": "dafusion",
+    "Diff-AUG": "diffaug",
+    "Diff-Mix": "diffmix",
+    "Diff-II": "diffii",
+    "DistDiff": "distdiff",
+    # a Diff-II set with guidance: its paired difference to Diff-II is the guidance
+    "Diff-II+DistDiff": "diffii_distdiff",
 }
 SYNTHETIC_ONLY = "synthetic_only"  # the classifier's mixing that trains on a set alone
 # The synthetic-only column costs one more classifier run per row and seed: full profile only, which

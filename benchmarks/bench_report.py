@@ -253,7 +253,7 @@ def write_report(
         write_csv(out / f"results_per_class{suffix}.csv", class_csv)
     grids = []
     for row in profile["rows"]:
-        method = ROWS[row][0]
+        method = ROWS[row]
         sheet = out / "sets" / f"{method}-{profile['shots'][0]}shot-seed{profile['seeds'][0]}" / "preview.png"
         if method and sheet.is_file() and not sheet.is_symlink():  # a link could copy any file in
             target = out / "grids" / f"{method}.png"
@@ -281,12 +281,13 @@ def write_report(
         f"Fashion-MNIST n-shot subsets on the committed tiny prior, expansion {EXPANSION_RATIO:g}x, "
         "classifier configs/classifier.yaml, accuracy at the last epoch (mean ± std over seeds). "
         f"{CEILING} = the ceiling: {EXPANSION_RATIO:g} x shots other real training images per class "
-        "(disjoint from the subset and the validation split, drawn by the subset's seed), mixed in as "
-        "Diff-II's set is. Paired gain = accuracy − Original's on the same subset seed, in points, mean ± "
-        "std over seeds; wins = seeds where the row beats Original; % of ceiling = paired gain / the "
-        f"ceiling's paired gain (— when the ceiling gains nothing). {alone} Faithfulness = oracle accuracy "
-        "of the set's images, diversity = mean pairwise oracle-feature distance within a class; images/s "
-        "= generation on this machine.",
+        "(disjoint from the subset and the validation split, drawn by the subset's seed). Every set, the "
+        "ceiling's included, replaces real samples with the config's p, for the same optimizer steps: "
+        "rows differ in their images alone. Paired gain = accuracy − Original's on the same subset seed, "
+        "in points, mean ± std over seeds; wins = seeds where the row beats Original; % of ceiling = "
+        "paired gain / the ceiling's paired gain (— when the ceiling gains nothing). "
+        f"{alone} Faithfulness = oracle accuracy of the set's images, diversity = mean pairwise "
+        "oracle-feature distance within a class; images/s = generation on this machine.",
         "",
     ]
     runs = profile.get("concept_runs", 1)

@@ -227,7 +227,7 @@ def report(
 
 def row_label(method: str) -> str:
     """The tiny benchmark's row name of a set method ("diffii" -> "Diff-II"), else the folder's name."""
-    return next((row for row, (made_by, _) in ROWS.items() if made_by == method), method)
+    return next((row for row, made_by in ROWS.items() if made_by == method), method)
 
 
 def per_class_lines(rows: list[str], per_class: dict[str, dict[int, list]]) -> list[str]:

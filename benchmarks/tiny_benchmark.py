@@ -12,8 +12,9 @@ full test split: use it once, for the final table) or `validation` (carved from 
 disjoint from every few-shot subset with seed < 10 and shots <= 50: tune every setting on it).
 
 Rows: Original (real only); the "Real x5" ceiling (as many *other real* training images as a method adds,
-disjoint from the subset and the validation split, drawn by the subset's seed and written as a set, so
-they take the classifier path and mixing of Diff-II's row); one row per method. Per row: mean ± std
+disjoint from the subset and the validation split, drawn by the subset's seed and written as a set);
+one row per method. Every set, the ceiling's included, reaches the classifier the same way (real samples
+replaced with the config's p, the same optimizer steps), so rows differ in their images. Per row: mean ± std
 accuracy over seeds, the paired gain over Original (per seed, against Original on the same subset:
 mean ± std, and the seeds where the method wins), the gain as a share of the ceiling's, the accuracy of
 the classifier trained on the set alone (synthetic only: full profile), the oracle faithfulness and
@@ -41,6 +42,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     CEILING_METHOD,
     EXPANSION_RATIO,
     IMAGE_SIZE,
+    MIXING,
     PROFILES,
     REPO,
     ROWS,
@@ -290,7 +292,13 @@ def classify(
     key = f"{split}/acc"  # the classifier names its final figures after the split
     settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
-        return recorded_accuracy(result_file, reused(result_file, settings, "metrics"), key)
+        done = reused(result_file, settings, "metrics")
+        if done.get("mixing", mixing) != mixing:  # the protocol's mixing, not a setting: checked here
+            raise ValueError(
+                f"{result_file} was made with mixing {done['mixing']}, now {mixing}: give this run another "
+                "--out, or delete that stage to remake it"
+            )
+        return recorded_accuracy(result_file, done, key)
     say(f"training the classifier: {row}{' (set only)' if mixing == SYNTHETIC_ONLY else ''} "
         f"({shots}-shot seed {seed}, evaluated on {split})")  # fmt: skip
     classify_args = [
@@ -320,6 +328,7 @@ def classify(
         "mixing": mixing,
         "synthetic": synthetic,
         "metrics": metrics,
+        "steps": cli.trainer.global_step,  # optimizer steps: what a mixing that lengthens epochs changes
         "settings": settings,
     }
     confusion = cli.model.test_confusion
@@ -363,7 +372,7 @@ def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, sp
     """One row on one subset: its set (if any), the classifier on real + set, and on the set alone
     when `both`; {"acc", "per_class" (None when not kept), "synthetic_only" (None when not run), "set"
     (None for Original)}."""
-    method, mixing = ROWS[row]
+    method, mixing = ROWS[row], MIXING
     if method == CEILING_METHOD:
         info = make_ceiling_set(out, shots, seed)
     else:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import stage_records, tiny_benchmark
-from benchmarks.bench_protocol import CEILING, PROFILES
+from benchmarks.bench_protocol import CEILING, MIXING, PROFILES
 from benchmarks.bench_report import mean_std, write_report
 
 QUICK_ROWS = ["Original", CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]
@@ -140,6 +140,7 @@ def test_classify_keeps_the_accuracy_per_class_and_the_confusion_matrix(tmp_path
     confusion = np.array(result["confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == 256  # one evaluation batch
     assert acc == pytest.approx(np.trace(confusion) / 256)
+    assert result["steps"] == 1  # one epoch of ten images, batch 32: one optimizer step
     assert list(result["per_class_acc"])[0] == "T-shirt/top" and len(result["per_class_acc"]) == 10
     for c, accuracy in enumerate(result["per_class_acc"].values()):
         row = confusion[c]
@@ -178,7 +179,7 @@ def test_ceiling_set_has_the_expansion_count_per_class_outside_subset_and_valida
     assert tiny_benchmark.make_ceiling_set(tmp_path, shots=2, seed=3) == info and len(measured) == 1  # reused
 
 
-def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_path, monkeypatch):
+def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkeypatch):
     """The orchestration, with the expensive stages replaced: which classifier runs the quick profile
     asks for, on which split, with which set and mixing."""
     calls = []
@@ -201,10 +202,12 @@ def test_main_runs_every_row_on_the_asked_split_and_the_ceiling_as_diff_ii(tmp_p
     tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--split", "validation"])
     assert {split for *_, split in calls} == {"validation"}
     assert [c[0] for c in calls] == QUICK_ROWS  # no set-only runs
-    mixing = {row: (synthetic, mix) for row, synthetic, mix, _ in calls}
-    assert mixing[CEILING] == ("sets/real", mixing["Diff-II"][1]) and mixing["Original"][0] is None
-    # the combination's set is mixed as Diff-II's: the paired difference between the two is the guidance
-    assert mixing["Diff-II+DistDiff"] == ("sets/diffii_distdiff", mixing["Diff-II"][1])
+    # every row, the ceiling and DistDiff included, reaches the classifier the same way: same mixing, so
+    # the same optimizer steps (concatenation would lengthen a row's epochs six times)
+    assert {mix for _, _, mix, _ in calls} == {MIXING} == {"replace"}
+    sets = {row: synthetic for row, synthetic, *_ in calls}
+    assert sets[CEILING] == "sets/real" and sets["Original"] is None
+    assert sets["DistDiff"] == "sets/distdiff" and sets["Diff-II+DistDiff"] == "sets/diffii_distdiff"
     text = (tmp_path / "report-validation.md").read_text()
     assert (
         "| Real ×5 | 68.00 | +8.00 | 1/1 | 100% |" in text
@@ -259,6 +262,13 @@ def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsy
     assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.6
     (folder / "images" / "a.png").write_bytes(b"second")  # the set re-made
     with pytest.raises(ValueError, match="Diff-II-5shot-seed0.json was made with other input files"):
+        tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, [])
+
+    (folder / "images" / "a.png").write_bytes(b"first")
+    assert tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, []) == 0.6
+    # a record of the same row mixed another way (the benchmark once concatenated DistDiff's set)
+    result.write_text(json.dumps({"metrics": {"test/acc": 0.6}, "settings": trained, "mixing": "concat"}))
+    with pytest.raises(ValueError, match="Diff-II-5shot-seed0.json was made with mixing concat, now replace"):
         tiny_benchmark.classify(tmp_path, "Diff-II", str(folder), "replace", 5, 0, [])
 
     legacy = {"metrics": {"test/acc": 0.5}, "settings": {"extra": []}}
