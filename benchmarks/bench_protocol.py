@@ -24,6 +24,17 @@ def expansion_settings(path: Path = EXPANSION_DATA) -> tuple[float, int]:
 
 
 EXPANSION_RATIO, IMAGE_SIZE = expansion_settings()
+CLASSIFIER_CONFIG = REPO / "configs" / "classifier.yaml"
+
+
+def classifier_config_seed(path: Path = CLASSIFIER_CONFIG) -> int:
+    """The classifier config's seed_everything: the seed of a run given no other."""
+    seed = (yaml.safe_load(path.read_text()) or {}).get("seed_everything")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"{path}: expected an integer seed_everything, got {seed!r}")
+    return seed
+
+
 CEILING = f"Real ×{EXPANSION_RATIO:g}"  # other real images, as many as a method adds
 CEILING_METHOD = "real"  # its set folder: sets/real-<shots>shot-seed<seed>
 # Every row, the ceiling included, goes through the classifier the same way: real samples replaced by

@@ -290,6 +290,13 @@ def write_report(
         "oracle-feature distance within a class; images/s = generation on this machine.",
         "",
     ]
+    cseeds = profile.get("classifier_seeds")
+    if cseeds:
+        header[-1:-1] = [
+            f"Classifier seeds: every classifier ran once per seed in {cseeds} (seed_everything); a "
+            "subset's accuracy is the mean of its runs, so the spread and the wins are over subsets.",
+            "",
+        ]
     runs = profile.get("concept_runs", 1)
     if runs > 1:
         header[-1:-1] = [

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from benchmarks.bench_protocol import (  # noqa: E402
     CEILING,
     CEILING_METHOD,
+    CLASSIFIER_CONFIG,
     EXPANSION_RATIO,
     IMAGE_SIZE,
     MIXING,
@@ -49,6 +51,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     SPLIT_RATIOS,
     SPLITS,
     SYNTHETIC_ONLY,
+    classifier_config_seed,
     say,
 )
 from benchmarks.bench_report import write_report  # noqa: E402
@@ -281,15 +284,19 @@ def classify(
     seed: int,
     extra: list[str],
     split: str = "test",
+    classifier_seed: int | None = None,
 ) -> float:
     """Train the classifier on the subset (+ the set, mixed by `mixing`) and evaluate it on `split`;
     its accuracy there. The result file names the split and the mixing, so figures never mix; it also
-    keeps the accuracy per class and the confusion matrix (rows: true class)."""
+    keeps the accuracy per class and the confusion matrix (rows: true class). `classifier_seed`: the
+    classifier's seed_everything instead of the config's (None: the config's)."""
     import train
 
-    result_file = result_path(out, row, mixing, shots, seed, split)
+    result_file = result_path(out, row, mixing, shots, seed, split, classifier_seed)
     name = result_file.stem
     key = f"{split}/acc"  # the classifier names its final figures after the split
+    if classifier_seed is not None:
+        extra = [*extra, f"--seed_everything={classifier_seed}"]
     settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
         done = reused(result_file, settings, "metrics")
@@ -304,7 +311,7 @@ def classify(
     classify_args = [
         "fit",
         "--config",
-        str(REPO / "configs/classifier.yaml"),
+        str(CLASSIFIER_CONFIG),
         f"--data.init_args.real.shots={shots}",
         f"--data.init_args.real.seed={seed}",
         f"--data.init_args.synthetic=[{synthetic or ''}]",
@@ -342,16 +349,22 @@ def classify(
     return metrics[key]
 
 
-def result_path(out: Path, row: str, mixing: str, shots: int, seed: int, split: str) -> Path:
-    """Where `classify` keeps one run's figures."""
+def result_path(
+    out: Path, row: str, mixing: str, shots: int, seed: int, split: str, classifier_seed: int | None = None
+) -> Path:
+    """Where `classify` keeps one run's figures (a classifier seed other than the config's adds -cs<c>)."""
     name = f"{slug(row)}{'-synthetic-only' if mixing == SYNTHETIC_ONLY else ''}-{shots}shot-seed{seed}"
+    if classifier_seed is not None:
+        name += f"-cs{classifier_seed}"
     return out / "classifier" / split / f"{name}.json"
 
 
-def per_class_of(out: Path, row: str, mixing: str, shots: int, seed: int, split: str) -> dict | None:
+def per_class_of(
+    out: Path, row: str, mixing: str, shots: int, seed: int, split: str, classifier_seed: int | None = None
+) -> dict | None:
     """A finished run's accuracy per class ({class name: accuracy}); None for a run that did not keep
     it (made before the benchmark kept it)."""
-    path = result_path(out, row, mixing, shots, seed, split)
+    path = result_path(out, row, mixing, shots, seed, split, classifier_seed)
     if not path.is_file():
         return None
     return read_record(path).get("per_class_acc")
@@ -368,10 +381,13 @@ def split_ratio_curve(out: Path, concepts: Path, extra: list[str], paper: bool =
     return points
 
 
-def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, split: str, both: bool) -> dict:
-    """One row on one subset: its set (if any), the classifier on real + set, and on the set alone
-    when `both`; {"acc", "per_class" (None when not kept), "synthetic_only" (None when not run), "set"
-    (None for Original)}."""
+def run_row(
+    out: Path, row: str, shots: int, seed: int, concepts: Path, args, split: str, both: bool, cseeds: list
+) -> dict:
+    """One row on one subset: its set (if any), then per classifier seed in `cseeds` (None: the
+    config's) the classifier on real + set, and on the set alone when `both`; the accuracies are the
+    means over those runs: {"acc", "per_class" (None when a run did not keep it), "synthetic_only"
+    (None when not run), "set" (None for Original)}."""
     method, mixing = ROWS[row], MIXING
     if method == CEILING_METHOD:
         info = make_ceiling_set(out, shots, seed)
@@ -379,12 +395,29 @@ def run_row(out: Path, row: str, shots: int, seed: int, concepts: Path, args, sp
         paper = args.paper_denoising
         info = make_set(out, method, shots, seed, concepts, args.expand_args, paper) if method else None
     folder = info and info["folder"]
-    acc = classify(out, row, folder, mixing, shots, seed, args.classifier_args, split)
-    alone = None
-    if both and info:
-        alone = classify(out, row, folder, SYNTHETIC_ONLY, shots, seed, args.classifier_args, split)
-    per_class = per_class_of(out, row, mixing, shots, seed, split)
-    return {"acc": acc, "per_class": per_class, "synthetic_only": alone, "set": info}
+    accs, alone, per_class = [], [], []
+    for c in cseeds:
+        accs.append(classify(out, row, folder, mixing, shots, seed, args.classifier_args, split, c))
+        if both and info:
+            alone.append(
+                classify(out, row, folder, SYNTHETIC_ONLY, shots, seed, args.classifier_args, split, c)
+            )
+        per_class.append(per_class_of(out, row, mixing, shots, seed, split, c))
+    return {
+        "acc": statistics.mean(accs),
+        "per_class": None if None in per_class else mean_per_class(per_class),
+        "synthetic_only": statistics.mean(alone) if alone else None,
+        "set": info,
+    }
+
+
+def mean_per_class(runs: list[dict]) -> dict:
+    """Per class, the mean accuracy over runs ({class: accuracy}); None where a run has None (a class
+    the evaluation did not see)."""
+    return {
+        c: None if any(run[c] is None for run in runs) else statistics.mean(run[c] for run in runs)
+        for c in runs[0]
+    }
 
 
 def main(argv=None) -> dict:
@@ -422,6 +455,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="not the profile's")
     parser.add_argument("--shots", nargs="+", type=int, default=None, help="not the profile's")
     parser.add_argument(
+        "--classifier-seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        help="train each row's classifier once per seed (seed_everything) and report the mean per subset "
+        "(default: once, with the config's seed)",
+    )
+    parser.add_argument(
         "--paper-denoising",
         action="store_true",
         help="expand with each method's papers' solver and steps (configs/expand/paper/<method>.yaml)",
@@ -429,6 +470,14 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.concept_runs < 1:
         parser.error("--concept-runs must be at least 1")
+    cseeds: list = [None]  # the config's seed_everything: records made before classifier seeds match it
+    if args.classifier_seeds is not None:
+        if any(a.startswith("--seed_everything") for a in args.classifier_args):
+            parser.error("give the classifier's seeds by --classifier-seeds or --classifier-args, not both")
+        if len(set(args.classifier_seeds)) != len(args.classifier_seeds):
+            parser.error(f"--classifier-seeds has a seed twice: {args.classifier_seeds}")
+        # the config's own seed runs without the flag, so its records are those of a run without seeds
+        cseeds = [None if c == classifier_config_seed() else c for c in args.classifier_seeds]
     profile = dict(PROFILES[args.profile])
     for key in ("rows", "seeds", "shots"):
         if getattr(args, key) is not None:
@@ -436,6 +485,7 @@ def main(argv=None) -> dict:
     if args.synthetic_only is not None:
         profile["synthetic_only"] = args.synthetic_only
     profile["concept_runs"] = args.concept_runs
+    profile["classifier_seeds"] = args.classifier_seeds
     out = Path(args.out or f"outputs/bench-{args.profile}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -444,7 +494,8 @@ def main(argv=None) -> dict:
         for seed in profile["seeds"]:
             concepts = chosen_concepts(out, shots, seed, args.concept_args, args.concept_runs)
             for row in profile["rows"]:
-                done = run_row(out, row, shots, seed, concepts, args, args.split, profile["synthetic_only"])
+                both = profile["synthetic_only"]
+                done = run_row(out, row, shots, seed, concepts, args, args.split, both, cseeds)
                 entry = results.setdefault(
                     (row, shots), {"acc": {}, "per_class": {}, "synthetic_only": {}, "sets": []}
                 )

@@ -186,7 +186,7 @@ def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkey
     accuracy = {"Original": 0.60, CEILING: 0.68, "txt2img": 0.50, "Diff-II": 0.64, "DistDiff": 0.62,
                 "Diff-II+DistDiff": 0.65}  # fmt: skip
 
-    def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test"):
+    def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test", classifier_seed=None):
         calls.append((row, synthetic, mixing, split))
         return accuracy[row] - (0.1 if mixing == "synthetic_only" else 0.0)
 
@@ -223,6 +223,52 @@ def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkey
     alone = [row for row, _, mix, _ in calls if mix == "synthetic_only"]
     assert alone == [CEILING, "txt2img", "Diff-II", "DistDiff", "Diff-II+DistDiff"]  # never Original
     assert "| Diff-II | 64.00 | +4.00 | 1/1 | 50% | 54.00 |" in (tmp_path / "report.md").read_text()
+
+
+def test_classifier_seeds_train_every_row_once_per_seed_and_average_per_subset(tmp_path, monkeypatch):
+    """--classifier-seeds: each row's classifier runs once per seed (the config's own seed as a run
+    without seeds, so its records stay valid), a subset's accuracy is the mean of its runs, the report
+    says so; a seed twice, or seeds given twice over, are refused."""
+    calls = []
+    accuracy = {"Original": 0.60, CEILING: 0.68, "txt2img": 0.50, "Diff-II": 0.64, "DistDiff": 0.62,
+                "Diff-II+DistDiff": 0.65}  # fmt: skip
+
+    def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test", classifier_seed=None):
+        calls.append((row, classifier_seed))
+        return accuracy[row] + (0.02 if classifier_seed == 3 else 0.0) + (0.04 if row == "Diff-II" else 0)
+
+    fake_set = {"folder": "sets/x", "faithfulness": 0.9, "diversity": 0.5, "images_per_s": 1.0}
+    monkeypatch.setattr(tiny_benchmark, "classify", fake_classify)
+    monkeypatch.setattr(tiny_benchmark, "per_class_of", lambda *args: {"Bag": 0.5 + (args[-1] or 0) / 10})
+    monkeypatch.setattr(tiny_benchmark, "make_set", lambda *args: fake_set)
+    monkeypatch.setattr(tiny_benchmark, "make_ceiling_set", lambda *args: fake_set)
+    monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
+    done = tiny_benchmark.main(["--out", str(tmp_path), "--classifier-seeds", "0", "3", "--seeds", "0", "1"])
+    assert calls[:2] == [("Original", None), ("Original", 3)]  # 0 is configs/classifier.yaml's own seed
+    assert len(calls) == len(QUICK_ROWS) * 2 * 2  # rows x subsets x classifier seeds
+    original = done["results"][("Original", 5)]
+    assert original["acc"] == {0: pytest.approx(0.61), 1: pytest.approx(0.61)}
+    assert original["per_class"][0] == {"Bag": pytest.approx(0.65)}  # (0.5 + 0.8) / 2
+    text = (tmp_path / "report.md").read_text()
+    assert "| Real ×5 | 69.00 ± 0.00 | +8.00 ± 0.00 | 2/2 | 100% |" in text
+    assert "| Diff-II | 69.00 ± 0.00 | +8.00 ± 0.00 | 2/2 | 100% |" in text
+    assert "every classifier ran once per seed in [0, 3]" in text
+    for argv in (
+        ["--classifier-seeds", "1", "1"],
+        ["--classifier-seeds", "1", "--classifier-args=--seed_everything=2"],
+    ):
+        with pytest.raises(SystemExit):
+            tiny_benchmark.main(["--out", str(tmp_path), *argv])
+
+
+def test_a_classifier_seed_names_its_record_and_seeds_the_run(tmp_path):
+    fast = ["--trainer.max_epochs=1", "--trainer.limit_test_batches=1", "--trainer.limit_val_batches=1",
+            "--trainer.logger=false", "--model.init_args.backbone=resnet10t"]  # fmt: skip
+    tiny_benchmark.classify(tmp_path, "Original", None, "replace", 1, 0, fast, "validation", 3)
+    record = tmp_path / "classifier/validation/Original-1shot-seed0-cs3.json"
+    assert json.loads(record.read_text())["settings"]["extra"] == [*fast, "--seed_everything=3"]
+    assert not (tmp_path / "classifier/validation/Original-1shot-seed0.json").exists()
+    assert tiny_benchmark.per_class_of(tmp_path, "Original", "replace", 1, 0, "validation", 3) is not None
 
 
 def test_a_finished_stage_made_from_other_input_files_is_refused(tmp_path, capsys):
