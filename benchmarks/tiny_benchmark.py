@@ -3,6 +3,7 @@
     python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 6 rows
     python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 10 rows
     python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
+    python benchmarks/tiny_benchmark.py --profile full --classifier-seeds 0 1 2  # 3 classifier runs a subset
 
 For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml; `--concept-runs K`:
 K times, keeping the run tools/select_concepts.py's label-free check prefers) and serve every method that
