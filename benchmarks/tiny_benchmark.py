@@ -478,7 +478,8 @@ def main(argv=None) -> dict:
         if len(set(args.classifier_seeds)) != len(args.classifier_seeds):
             parser.error(f"--classifier-seeds has a seed twice: {args.classifier_seeds}")
         # the config's own seed runs without the flag, so its records are those of a run without seeds
-        cseeds = [None if c == classifier_config_seed() else c for c in args.classifier_seeds]
+        own = classifier_config_seed()
+        cseeds = [None if c == own else c for c in args.classifier_seeds]
     profile = dict(PROFILES[args.profile])
     for key in ("rows", "seeds", "shots"):
         if getattr(args, key) is not None:
