@@ -6,7 +6,9 @@
 Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
 "a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split, realism
 (Fréchet distance in oracle features to the first 2,000 test images of: 500 other real test images,
-their VAE reconstructions, 500 metaclass samples in the real class mix at each --realism-guidance), and,
+the same with every second one mirrored, their VAE reconstructions, 500 metaclass samples in the real
+class mix at each --realism-guidance), orientation agreement (per metaclass, the share of samples that face
+the way real images do, beside the real images' own share), and,
 for a prior trained on attribute captions (its folder has captioner.json), attribute accuracy: does
 "a photo of a top, dark" give dark tops? The
 committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior-v2`
@@ -28,6 +30,7 @@ from diffexpand.data.fashion_mnist import METACLASSES, load_fashion_mnist, resiz
 from diffexpand.evaluation.prior_quality import (
     attribute_accuracy,
     metaclass_accuracy,
+    orientation_agreement,
     realism,
     vae_reconstruction_psnr,
 )
@@ -82,6 +85,8 @@ def main(argv=None) -> dict:
         "guidance_scale": args.guidance,
         "sampling_seconds": round(sampling_seconds, 1),
     }
+    # Real test images from 2,000 on: the realism reference (0-1,999) stays apart from what is compared.
+    result["orientation_agreement"] = orientation_agreement(samples, test[2000:], labels[2000:])
     if args.realism_n:
         reference, held_out = test[:2000], test[2000 : 2000 + args.realism_n]
         result["realism_frechet"] = realism(
