@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint prior prior-v1 prior-v2-stage1 prior-v2 concepts oracle clip clean
+.PHONY: setup data test demo bench lint prior prior-v1 prior-v2-stage1 prior-v2-stage2 prior-v2 concepts oracle clip clean
 
 setup: $(STAMP) data
 
@@ -49,10 +49,10 @@ ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=run
 	--trainer.logger.init_args.save_dir=runs/$(1)
 
 # Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
-# configs and tools write under outputs/ by default; only these targets write into assets/ (stage 1 of the
-# prior v2 too is an intermediate, written under outputs/).
-# The default prior, v2 (attribute captions), from nothing: both stages below.
-prior: prior-v2-stage1 prior-v2
+# configs and tools write under outputs/ by default; only these targets write into assets/ (stages 1 and 2 of
+# the prior v2 are intermediates, written under outputs/).
+# The default prior, v2 (attribute captions), from nothing: the three stages below.
+prior: prior-v2-stage1 prior-v2-stage2 prior-v2
 
 # The first prior (metaclass captions only), kept for comparison: configs/prior.yaml.
 prior-v1: setup
@@ -60,24 +60,35 @@ prior-v1: setup
 		$(call ASSET_RUN,prior-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
 
-# The prior v2 (issue 20) was trained in two stages, one CPU session each: the first (the VAE and the first
-# UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1, which the
-# second starts from (init_from). It is not committed: the working tree must stay within what the GPU
-# machines take (64 MiB). The export the committed v2 started from, into outputs/ (no git index change):
+# The prior v2 (issue 20) was trained in three stages, the first two one CPU session each: the first (the
+# VAE and the first UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1,
+# which the second starts from (init_from); the third fine-tunes the second's export without mirroring.
+# The intermediate exports are not committed: the working tree must stay within what the GPU machines take
+# (64 MiB). The exports the committed stages started from, into outputs/ (no git index change):
 #   git archive 920fdba assets/tiny-fashion-prior-v2-stage1 | tar -x --strip-components=1 -C outputs
+#   git archive 377f121 assets/tiny-fashion-prior-v2 | tar -x --strip-components=1 -C outputs \
+#     && mv outputs/tiny-fashion-prior-v2 outputs/tiny-fashion-prior-v2-stage2
 prior-v2-stage1: setup
 	$(PY) train.py fit --config configs/prior-v2.yaml $(call ASSET_RUN,prior-v2-asset)
 	$(PY) tools/evaluate_prior.py --prior outputs/tiny-fashion-prior-v2-stage1 \
 		--out outputs/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
 
-# Stage 2 continues from stage 1's export (configs/prior-v2-stage2.yaml); both stages from nothing:
-# make prior (= make prior-v2-stage1 prior-v2).
+# Stage 2 continues from stage 1's export (configs/prior-v2-stage2.yaml), stage 3 from stage 2's
+# (configs/prior-v2-stage3.yaml); all three from nothing: make prior.
 V2_STAGE1 = outputs/tiny-fashion-prior-v2-stage1
+V2_STAGE2 = outputs/tiny-fashion-prior-v2-stage2
+prior-v2-stage2: setup
+	@test -f $(V2_STAGE1)/model_index.json || { echo "make prior-v2-stage2 continues stage 1's export, \
+	$(V2_STAGE1), which is not there: run make prior-v2-stage1 first (make prior runs all three)" >&2; exit 1; }
+	$(PY) train.py fit --config configs/prior-v2-stage2.yaml $(call ASSET_RUN,prior-v2-stage2-asset)
+	$(PY) tools/evaluate_prior.py --prior $(V2_STAGE2) --out $(V2_STAGE2) \
+		--n 20 --attribute-n 0 --realism-guidance 1.0 3.0
+
 prior-v2: setup
-	@test -f $(V2_STAGE1)/model_index.json || { echo "make prior-v2 continues stage 1's export, \
-	$(V2_STAGE1), which is not there: run make prior-v2-stage1 first (make prior runs both)" >&2; exit 1; }
-	$(PY) train.py fit --config configs/prior-v2-stage2.yaml \
-		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage2-asset)
+	@test -f $(V2_STAGE2)/model_index.json || { echo "make prior-v2 continues stage 2's export, \
+	$(V2_STAGE2), which is not there: run make prior-v2-stage2 first (make prior runs all three)" >&2; exit 1; }
+	$(PY) train.py fit --config configs/prior-v2-stage3.yaml \
+		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage3-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
 		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
 
