@@ -77,16 +77,18 @@ prior-v2-stage1: setup
 # (configs/prior-v2-stage3.yaml); all three from nothing: make prior.
 V2_STAGE1 = outputs/tiny-fashion-prior-v2-stage1
 V2_STAGE2 = outputs/tiny-fashion-prior-v2-stage2
+# A stage that continues an earlier stage's export stops with a clear message when that export is missing:
+# $(call REQUIRE_EXPORT,export folder,this target,the target that writes the export).
+REQUIRE_EXPORT = @test -f $(1)/model_index.json || { echo "make $(2) continues the export $(1), \
+	which is not there: run make $(3) first (make prior runs all three stages)" >&2; exit 1; }
 prior-v2-stage2: setup
-	@test -f $(V2_STAGE1)/model_index.json || { echo "make prior-v2-stage2 continues stage 1's export, \
-	$(V2_STAGE1), which is not there: run make prior-v2-stage1 first (make prior runs all three)" >&2; exit 1; }
+	$(call REQUIRE_EXPORT,$(V2_STAGE1),prior-v2-stage2,prior-v2-stage1)
 	$(PY) train.py fit --config configs/prior-v2-stage2.yaml $(call ASSET_RUN,prior-v2-stage2-asset)
 	$(PY) tools/evaluate_prior.py --prior $(V2_STAGE2) --out $(V2_STAGE2) \
 		--n 20 --attribute-n 0 --realism-guidance 1.0 3.0
 
 prior-v2: setup
-	@test -f $(V2_STAGE2)/model_index.json || { echo "make prior-v2 continues stage 2's export, \
-	$(V2_STAGE2), which is not there: run make prior-v2-stage2 first (make prior runs all three)" >&2; exit 1; }
+	$(call REQUIRE_EXPORT,$(V2_STAGE2),prior-v2,prior-v2-stage2)
 	$(PY) train.py fit --config configs/prior-v2-stage3.yaml \
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage3-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
