@@ -6,7 +6,8 @@ a diffusers-layout folder, which is the project's embedded default generator.
 `init_from` starts a run from another run's checkpoint or exported prior folder (its weights only: a
 fresh optimizer, learning-rate schedule and EMA) — a fine-tuning stage, the way Stable Diffusion 2's
 v-prediction model was fine-tuned from its epsilon-prediction base: `vae_steps: 0` keeps the trained
-VAE, `stack.prediction_type` may change.
+VAE, `stack.prediction_type` may change. `init_parts` loads only some parts: a wider UNet can start
+fresh beside a smaller prior's trained VAE and text encoder (the UNet's shapes may then differ).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class TinyPriorTrainer(L.LightningModule):
         output_dir: str = "outputs/tiny-fashion-prior",
         save_dtype: str = "float16",
         init_from: str | None = None,
+        init_parts: list[str] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -71,6 +73,7 @@ class TinyPriorTrainer(L.LightningModule):
         # Training wall time, summed over resumed runs (the model card reports it).
         self.register_buffer("train_seconds", torch.zeros((), dtype=torch.float64))
         self._batch_started = None
+        self._init_parts = _check_init_parts(init_parts, init_from, vae_steps)
         if init_from:
             self._initialise_from(Path(init_from))
 
@@ -87,15 +90,19 @@ class TinyPriorTrainer(L.LightningModule):
                 f"init_from: {path} is neither a checkpoint of the prior trainer nor an exported prior folder"
             )
         own = self.state_dict()
-        wrong = sorted(k for k in own if k not in state or getattr(state[k], "shape", None) != own[k].shape)
+        skipped = _prefixes_not_loaded(self._init_parts)
+        state = {k: v for k, v in state.items() if not k.startswith(skipped)}
+        wanted = [k for k in own if not k.startswith(skipped)]
+        wrong = sorted(k for k in wanted if getattr(state.get(k), "shape", None) != own[k].shape)
         extra = sorted(k for k in state if k not in own)
         if wrong or extra:
             raise ValueError(
                 f"init_from: {path} was trained with another stack: {len(wrong)} weight(s) missing or of "
                 f"another shape (first: {wrong[:3]}), {len(extra)} unknown (first: {extra[:3]}); "
-                "give the same stack sizes as the run it comes from"
+                "give the same stack sizes as the run it comes from, or load only the parts that match "
+                f"(init_parts, of {list(PRIOR_PARTS)})"
             )
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+        self.load_state_dict(own | {k: v.to(own[k].dtype) for k, v in state.items()})
         for ema in (self.ema_unet, self.ema_text_encoder):
             ema.n_averaged.zero_()  # AveragedModel copies the weights at its next update
         if self.hparams.vae_steps > 0:
@@ -123,10 +130,10 @@ class TinyPriorTrainer(L.LightningModule):
                 f"init_from: {path} holds no model_index.json: not an exported prior folder"
             )
         parts = load_sd_components(path)
-        _check_same_architecture(path, self.parts, parts)
-        own_parts = ("vae.", "unet.", "text_encoder.")
+        _check_same_architecture(path, self.parts, parts, self._init_parts)
+        own_parts = tuple(f"{name}." for name in PRIOR_PARTS)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith(own_parts)}
-        for name in ("vae", "unet", "text_encoder"):
+        for name in self._init_parts:
             for key, value in getattr(parts, name).state_dict().items():
                 state[f"{name}.{key}"] = value
         info = _training_info(path)
@@ -262,6 +269,7 @@ class TinyPriorTrainer(L.LightningModule):
             "latent_scaling_factor": float(self.latent_scale),
             "prediction_type": self.parts.scheduler.config.prediction_type,
             "initialised_from": self.hparams.init_from,
+            "initialised_parts": list(self._init_parts) if self.hparams.init_from else None,
         }
         (out / "training_info.json").write_text(json.dumps(info, indent=2) + "\n")
         # The attribute thresholds its captions were built with: "dark" means darker than most of the
@@ -301,6 +309,34 @@ def _seconds(folder: Path, value) -> float:
     return float(value)
 
 
+# The parts of a prior `init_from` can load (`init_parts`), in the order they train.
+PRIOR_PARTS = ("vae", "unet", "text_encoder")
+
+
+def _check_init_parts(init_parts, init_from, vae_steps: int) -> tuple[str, ...]:
+    """`init_parts` as a tuple (None: every part); refused when it names an unknown part, repeats one,
+    names none, comes without init_from, or leaves a VAE that no stage trains."""
+    if init_parts is None:
+        return PRIOR_PARTS
+    if not init_from:
+        raise ValueError("init_parts says which parts init_from loads: give init_from too")
+    parts = tuple(init_parts)
+    unknown = [p for p in parts if p not in PRIOR_PARTS]
+    if unknown or not parts or len(set(parts)) != len(parts):
+        raise ValueError(f"init_parts must name each of {list(PRIOR_PARTS)} at most once, got {list(parts)}")
+    if "vae" not in parts and vae_steps == 0:
+        raise ValueError(
+            "init_parts leaves the VAE untrained: load it (add 'vae') or train it (vae_steps > 0)"
+        )
+    return parts
+
+
+def _prefixes_not_loaded(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """State-dict key prefixes of the parts (and their EMA copies) that init_from leaves as built."""
+    skipped = [p for p in PRIOR_PARTS if p not in parts]
+    return tuple([f"{p}." for p in skipped] + [f"ema_{p}." for p in skipped if p != "vae"])
+
+
 # The settings that change what a part computes without changing its weights' shapes.
 _SAME_CONFIG = {
     "unet": ("attention_head_dim", "num_attention_heads", "block_out_channels", "layers_per_block",
@@ -310,13 +346,15 @@ _SAME_CONFIG = {
 }  # fmt: skip
 
 
-def _check_same_architecture(path: Path, own, other) -> None:
+def _check_same_architecture(path: Path, own, other, names=None) -> None:
     def config_of(part):
         config = part.config if isinstance(part.config, dict) else part.config.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}  # JSON has lists
 
     differ = []
     for name, keys in _SAME_CONFIG.items():
+        if names is not None and name not in names:
+            continue
         theirs, ours = config_of(getattr(other, name)), config_of(getattr(own, name))
         differ += [
             f"{name}.{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here"
@@ -326,7 +364,8 @@ def _check_same_architecture(path: Path, own, other) -> None:
     if differ:
         raise ValueError(
             f"init_from: {path} was trained with another stack ({'; '.join(differ)}); "
-            "give the same stack settings as the run it comes from"
+            "give the same stack settings as the run it comes from, or load only the parts that match "
+            f"(init_parts, of {list(PRIOR_PARTS)})"
         )
 
 

@@ -126,6 +126,43 @@ def test_a_folder_of_another_stack_or_with_bad_records_is_refused(epsilon_run, t
         TinyPriorTrainer(init_from=str(tmp_path / "junk.ckpt"))
 
 
+def test_init_parts_starts_a_wider_unet_fresh_beside_a_smaller_priors_vae_and_text_encoder(epsilon_run):
+    stack, root = epsilon_run["stack"], epsilon_run["root"]
+    wider = TinySDConfig(**(vars(stack) | {"unet_channels": [c * 2 for c in stack.unet_channels]}))
+    with pytest.raises(ValueError, match=r"another stack.*or load only the parts that match \(init_parts"):
+        TinyPriorTrainer(stack=wider, vae_steps=0, init_from=str(root / "eps"))
+    exported = load_sd_components(root / "eps")
+    saved = torch.load(root / "running.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    lent = ("vae", "text_encoder")
+    weights = {  # what each source holds for the two parts it lends (an export: the EMA weights)
+        root / "eps": {f"{n}.{k}": v for n in lent for k, v in getattr(exported, n).state_dict().items()},
+        root / "running.ckpt": {k: v for k, v in saved.items() if k.split(".")[0] in lent},
+    }
+    for source, want in weights.items():
+        module = TinyPriorTrainer(
+            stack=wider, vae_steps=0, init_from=str(source), init_parts=["vae", "text_encoder"]
+        )
+        got = module.state_dict()
+        assert all(torch.equal(got[k], v.float()) for k, v in want.items()), source
+        unet_in = module.unet.state_dict()["conv_in.weight"]
+        assert unet_in.shape[0] == 2 * exported.unet.state_dict()["conv_in.weight"].shape[0]  # its own UNet
+        assert float(module.latent_scale) == pytest.approx(epsilon_run["latent_scale"], rel=1e-3)
+        assert int(module.ema_text_encoder.n_averaged) == 0  # the EMA restarts from the loaded weights
+
+
+def test_init_parts_is_refused_where_it_cannot_mean_anything(epsilon_run):
+    stack, folder = epsilon_run["stack"], str(epsilon_run["root"] / "eps")
+    with pytest.raises(ValueError, match="init_parts says which parts init_from loads: give init_from"):
+        TinyPriorTrainer(stack=stack, init_parts=["vae"])
+    for parts in (["vae", "clip"], [], ["vae", "vae"]):
+        with pytest.raises(ValueError, match=r"must name each of \['vae', 'unet', 'text_encoder'\] at most"):
+            TinyPriorTrainer(stack=stack, vae_steps=0, init_from=folder, init_parts=parts)
+    with pytest.raises(ValueError, match="leaves the VAE untrained: load it .* or train it"):
+        TinyPriorTrainer(stack=stack, vae_steps=0, init_from=folder, init_parts=["unet", "text_encoder"])
+    module = TinyPriorTrainer(stack=stack, vae_steps=2, init_from=folder, init_parts=["unet", "text_encoder"])
+    assert float(module.latent_scale) == 0  # the VAE trains again: its scale is measured again
+
+
 def test_export_prior_writes_the_ema_weights_of_a_running_runs_checkpoint(epsilon_run, tmp_path):
     root = epsilon_run["root"]
     saved = torch.load(root / "running.ckpt", map_location="cpu", weights_only=True)
