@@ -7,7 +7,8 @@ a diffusers-layout folder, which is the project's embedded default generator.
 fresh optimizer, learning-rate schedule and EMA) — a fine-tuning stage, the way Stable Diffusion 2's
 v-prediction model was fine-tuned from its epsilon-prediction base: `vae_steps: 0` keeps the trained
 VAE, `stack.prediction_type` may change. `init_parts` loads only some parts: a wider UNet can start
-fresh beside a smaller prior's trained VAE and text encoder (the UNet's shapes may then differ).
+fresh beside a smaller prior's trained VAE and text encoder (the UNet's shapes may then differ). The
+wall time carried over is the donor run's whole, as its training_info.json records it.
 """
 
 from __future__ import annotations
