@@ -161,6 +161,10 @@ def test_init_parts_is_refused_where_it_cannot_mean_anything(epsilon_run):
         TinyPriorTrainer(stack=stack, vae_steps=0, init_from=folder, init_parts=["unet", "text_encoder"])
     module = TinyPriorTrainer(stack=stack, vae_steps=2, init_from=folder, init_parts=["unet", "text_encoder"])
     assert float(module.latent_scale) == 0  # the VAE trains again: its scale is measured again
+    exported = load_sd_components(folder)
+    for name, loaded in (("vae", False), ("unet", True)):
+        got, want = getattr(module, name).state_dict(), getattr(exported, name).state_dict()
+        assert all(torch.equal(got[k], want[k].float()) for k in want) == loaded, name
 
 
 def test_export_prior_writes_the_ema_weights_of_a_running_runs_checkpoint(epsilon_run, tmp_path):
