@@ -100,8 +100,7 @@ class TinyPriorTrainer(L.LightningModule):
             raise ValueError(
                 f"init_from: {path} was trained with another stack: {len(wrong)} weight(s) missing or of "
                 f"another shape (first: {wrong[:3]}), {len(extra)} unknown (first: {extra[:3]}); "
-                "give the same stack sizes as the run it comes from, or load only the parts that match "
-                f"(init_parts, of {list(PRIOR_PARTS)})"
+                f"give the same stack sizes as the run it comes from, {_OR_LOAD_SOME_PARTS}"
             )
         self.load_state_dict(own | {k: v.to(own[k].dtype) for k, v in state.items()})
         for ema in (self.ema_unet, self.ema_text_encoder):
@@ -312,6 +311,7 @@ def _seconds(folder: Path, value) -> float:
 
 # The parts of a prior `init_from` can load (`init_parts`), in the order they train.
 PRIOR_PARTS = ("vae", "unet", "text_encoder")
+_OR_LOAD_SOME_PARTS = f"or load only the parts that match (init_parts, of {list(PRIOR_PARTS)})"
 
 
 def _check_init_parts(init_parts, init_from, vae_steps: int) -> tuple[str, ...]:
@@ -333,9 +333,9 @@ def _check_init_parts(init_parts, init_from, vae_steps: int) -> tuple[str, ...]:
 
 
 def _prefixes_not_loaded(parts: tuple[str, ...]) -> tuple[str, ...]:
-    """State-dict key prefixes of the parts (and their EMA copies) that init_from leaves as built."""
-    skipped = [p for p in PRIOR_PARTS if p not in parts]
-    return tuple([f"{p}." for p in skipped] + [f"ema_{p}." for p in skipped if p != "vae"])
+    """State-dict key prefixes of the parts (and their EMA copies, where they have one) that init_from
+    leaves as built."""
+    return tuple(f"{ema}{p}." for p in PRIOR_PARTS if p not in parts for ema in ("", "ema_"))
 
 
 # The settings that change what a part computes without changing its weights' shapes.
@@ -347,14 +347,16 @@ _SAME_CONFIG = {
 }  # fmt: skip
 
 
-def _check_same_architecture(path: Path, own, other, names=None) -> None:
+def _check_same_architecture(path: Path, own, other, names: tuple[str, ...]) -> None:
+    """Refuse a folder whose parts among `names` compute differently from this run's."""
+
     def config_of(part):
         config = part.config if isinstance(part.config, dict) else part.config.to_dict()
         return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}  # JSON has lists
 
     differ = []
     for name, keys in _SAME_CONFIG.items():
-        if names is not None and name not in names:
+        if name not in names:  # a part init_from does not load may differ
             continue
         theirs, ours = config_of(getattr(other, name)), config_of(getattr(own, name))
         differ += [
@@ -365,8 +367,7 @@ def _check_same_architecture(path: Path, own, other, names=None) -> None:
     if differ:
         raise ValueError(
             f"init_from: {path} was trained with another stack ({'; '.join(differ)}); "
-            "give the same stack settings as the run it comes from, or load only the parts that match "
-            f"(init_parts, of {list(PRIOR_PARTS)})"
+            f"give the same stack settings as the run it comes from, {_OR_LOAD_SOME_PARTS}"
         )
 
 
