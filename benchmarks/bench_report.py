@@ -8,9 +8,11 @@ import csv
 import shutil
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.bench_protocol import CEILING, EXPANSION_RATIO, ROWS
+from benchmarks.machine import machine_summary
 from diffexpand.classification.paired import paired_gains, paired_gains_per_class, share_of_ceiling
 
 
@@ -228,12 +230,41 @@ def split_sentence(split: str) -> str:
     )
 
 
+UNRECORDED = "not recorded (runs made before records kept the machine)"
+
+
+def machine_lines(results: dict, here: str) -> list[str]:
+    """Where the report's classifier runs were measured (`here`: this machine), and a warning when they
+    come from more than one machine: reruns into an --out reuse finished runs, perhaps made on another
+    machine, and the same run can end at another accuracy there, so a paired gain mixing them would
+    carry the machines' difference as if it were the set's."""
+    counts = Counter(m or UNRECORDED for entry in results.values() for m in entry.get("machines", []))
+    if not counts:
+        return []
+    total = sum(counts.values())
+    if list(counts) == [here]:
+        return [f"Classifier runs: all {total} measured on this machine.", ""]
+
+    def name(machine: str) -> str:
+        return f"this machine ({machine})" if machine == here else machine
+
+    listed = "; ".join(f"{name(m)}: {n}" for m, n in counts.most_common())
+    lines = [f"Classifier runs by machine ({total} in all): {listed}."]
+    if len(counts) > 1:
+        lines.append(
+            "**These runs mix machines.** The same classifier run, with the same seed, can end at another "
+            "accuracy on another machine (its kernels round differently, and training amplifies it; "
+            "docs/measurements/2026-12-06-classifier-machine.md), so a paired gain is sound only between "
+            "runs of one machine. To compare on this one, delete the other runs' records under "
+            "classifier/ in this --out and run the benchmark again."
+        )
+    return [*lines, ""]
+
+
 def write_report(
     out: Path, profile: dict, results: dict, curve: list[dict], seconds: float, name: str, split: str = "test"
 ) -> str:
     import platform
-
-    import torch
 
     with_synthetic_only = bool(profile.get("synthetic_only"))
     rows_csv, seed_csv, class_csv, lines = [], [], [], []
@@ -269,13 +300,14 @@ def write_report(
         else "Synthetic-only accuracies (training on a set alone) are measured in the full profile only "
         "(one more classifier run per row and seed)."
     )
+    here = machine_summary()
     header = [
         f"# Tiny benchmark ({name} profile, {split} split)",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} "
-        f"({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}); wall time {seconds / 60:.1f} min.",
+        f"Run {time.strftime('%Y-%m-%d %H:%M')} on {platform.node()} ({here}); "
+        f"wall time {seconds / 60:.1f} min.",
         "",
+        *machine_lines(results, here),
         split_sentence(split),
         "",
         f"Fashion-MNIST n-shot subsets on the committed tiny prior, expansion {EXPANSION_RATIO:g}x, "

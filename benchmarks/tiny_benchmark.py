@@ -56,6 +56,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     say,
 )
 from benchmarks.bench_report import write_report  # noqa: E402
+from benchmarks.machine import machine_summary  # noqa: E402
 from benchmarks.stage_records import (  # noqa: E402
     REMAKE,
     inputs_digest,
@@ -338,6 +339,7 @@ def classify(
         "metrics": metrics,
         "steps": cli.trainer.global_step,  # optimizer steps: what a mixing that lengthens epochs changes
         "settings": settings,
+        "machine": machine_summary(),  # not a setting: a run reused on another machine is named in the report
     }
     confusion = cli.model.test_confusion
     if confusion is not None:
@@ -371,6 +373,16 @@ def per_class_of(
     return read_record(path).get("per_class_acc")
 
 
+def machine_of(
+    out: Path, row: str, mixing: str, shots: int, seed: int, split: str, classifier_seed: int | None = None
+) -> str | None:
+    """The machine a finished run was measured on (`benchmarks.machine.machine_summary`); None for a run
+    made before records kept it."""
+    path = result_path(out, row, mixing, shots, seed, split, classifier_seed)
+    machine = read_record(path).get("machine") if path.is_file() else None
+    return machine if isinstance(machine, str) else None
+
+
 def split_ratio_curve(out: Path, concepts: Path, extra: list[str], paper: bool = False) -> list[dict]:
     points = []
     for s in SPLIT_RATIOS:
@@ -388,7 +400,8 @@ def run_row(
     """One row on one subset: its set (if any), then per classifier seed in `cseeds` (None: the
     config's) the classifier on real + set, and on the set alone when `both`; the accuracies are the
     means over those runs: {"acc", "per_class" (None when a run did not keep it), "synthetic_only"
-    (None when not run), "set" (None for Original)}."""
+    (None when not run), "set" (None for Original), "machines" (where each run was measured, None for a
+    run made before records kept it)}."""
     method, mixing = ROWS[row], MIXING
     if method == CEILING_METHOD:
         info = make_ceiling_set(out, shots, seed)
@@ -396,19 +409,22 @@ def run_row(
         paper = args.paper_denoising
         info = make_set(out, method, shots, seed, concepts, args.expand_args, paper) if method else None
     folder = info and info["folder"]
-    accs, alone, per_class = [], [], []
+    accs, alone, per_class, machines = [], [], [], []
     for c in cseeds:
         accs.append(classify(out, row, folder, mixing, shots, seed, args.classifier_args, split, c))
+        machines.append(machine_of(out, row, mixing, shots, seed, split, c))
         if both and info:
             alone.append(
                 classify(out, row, folder, SYNTHETIC_ONLY, shots, seed, args.classifier_args, split, c)
             )
+            machines.append(machine_of(out, row, SYNTHETIC_ONLY, shots, seed, split, c))
         per_class.append(per_class_of(out, row, mixing, shots, seed, split, c))
     return {
         "acc": statistics.mean(accs),
         "per_class": None if None in per_class else mean_per_class(per_class),
         "synthetic_only": statistics.mean(alone) if alone else None,
         "set": info,
+        "machines": machines,
     }
 
 
@@ -499,8 +515,10 @@ def main(argv=None) -> dict:
                 both = profile["synthetic_only"]
                 done = run_row(out, row, shots, seed, concepts, args, args.split, both, cseeds)
                 entry = results.setdefault(
-                    (row, shots), {"acc": {}, "per_class": {}, "synthetic_only": {}, "sets": []}
+                    (row, shots),
+                    {"acc": {}, "per_class": {}, "synthetic_only": {}, "sets": [], "machines": []},
                 )
+                entry["machines"] += done["machines"]
                 entry["acc"][seed] = done["acc"]
                 if done["per_class"] is not None:
                     entry["per_class"][seed] = done["per_class"]
