@@ -31,7 +31,8 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 def machine_summary() -> str:
     """One line naming what decides a run's arithmetic here: the GPU when PyTorch sees one, the CPU model,
     the vector instructions PyTorch's CPU kernels use, the thread count, the kernel settings given in the
-    environment, and the PyTorch version. Two runs with equal summaries ran the same kernels."""
+    environment, and the PyTorch version. Runs with different summaries may round differently; equal
+    summaries mean the same kind of machine, not a guarantee of equal arithmetic."""
     import torch
 
     parts = []
