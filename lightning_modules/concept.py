@@ -11,17 +11,24 @@ when the loss ran away at the end of the run, with a warning that names both ste
 batch of 2 the average is noisier and would need a longer window, not measured.
 concepts.json records the prior's identity (name and content fingerprint), so the concepts are refused
 on any other prior.
+
+`prior_preservation_weight` > 0 adds DreamBooth's prior-preservation loss
+(`diffexpand.concepts.prior_preservation`): at the first step, `class_samples_per_metaclass` latents per
+metaclass are sampled from the frozen prior ("a photo of a shoe"), and each step adds, with that weight,
+the denoising loss on one of them per instance, under the prompt without learned tokens. Off by default.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from tqdm import tqdm
 
 from diffexpand.concepts import (
     ConceptEmbeddings,
@@ -34,12 +41,29 @@ from diffexpand.concepts import (
 )
 from diffexpand.concepts.lora import DEFAULT_TARGETS
 from diffexpand.concepts.metadata import MAX_TOKENS_PER_CLASS, class_prompt
+from diffexpand.concepts.prior_preservation import draw_class_batch, metaclass_prompt, sample_class_latents
 from diffexpand.models import load_sd_components
 from diffexpand.models.text import tokenize_prompts
 from diffexpand.models.vae import encode_images
 from diffexpand.paths import DEFAULT_PRIOR
+from diffexpand.progress import progress_wanted
 from diffexpand.training.loss_watch import LossWatch
 from diffexpand.training.losses import noise_prediction_loss
+
+
+def _check_prior_preservation(weight, samples: int, steps: int, lora_rank: int) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf:
+        raise ValueError(f"prior_preservation_weight must be a number >= 0 (0: off), got {weight!r}")
+    if weight == 0:
+        return
+    if lora_rank == 0:
+        raise ValueError(
+            "prior_preservation_weight > 0 needs a LoRA (lora_rank > 0): it keeps the LoRA from changing "
+            "what the prior draws for the metaclass prompt; with lora_rank 0 nothing that prompt uses trains"
+        )
+    for name, value in (("class_samples_per_metaclass", samples), ("class_sampling_steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1 with prior preservation on, got {value!r}")
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -67,6 +91,10 @@ class ConceptLearner(L.LightningModule):
         dtype: str = "float32",
         gradient_checkpointing: bool = False,
         divergence_tolerance: float | None = None,
+        prior_preservation_weight: float = 0.0,
+        class_samples_per_metaclass: int = 100,
+        class_sampling_steps: int = 25,
+        class_guidance_scale: float = 7.5,
     ):
         super().__init__()
         if init_from not in {"metaclass", "class_name"}:
@@ -77,12 +105,16 @@ class ConceptLearner(L.LightningModule):
             limit = MAX_TOKENS_PER_CLASS
             raise ValueError(f"tokens_per_class must be from 1 to {limit}, got {tokens_per_class}")
         check_template(prompt_template)  # before hours of training, not when concepts.json is read
+        _check_prior_preservation(
+            prior_preservation_weight, class_samples_per_metaclass, class_sampling_steps, lora_rank
+        )
         self.save_hyperparameters()
         # Checkpoints hold only what trains (LoRA + new rows); the frozen base comes from `pretrained`.
         self.strict_loading = False
         self.parts = None
         self.loss_watch = LossWatch(tolerance=divergence_tolerance) if divergence_tolerance else None
         self.exported_step: int | None = None  # the optimizer step whose weights were exported
+        self.class_latents: list[torch.Tensor] | None = None  # prior preservation's samples, per metaclass
 
     # ---- model construction (needs the dataset's classes) --------------------------------------
     def configure_model(self) -> None:
@@ -115,6 +147,30 @@ class ConceptLearner(L.LightningModule):
         )
         n = hp.tokens_per_class
         self.prompts = [class_prompt(hp.prompt_template, c, n, m) for c, m in enumerate(self.metaclasses)]
+        # prior preservation: one pool of class samples per distinct metaclass, and each class's pool
+        self.pool_metaclasses = list(dict.fromkeys(self.metaclasses))
+        self.pool_of_class = [self.pool_metaclasses.index(m) for m in self.metaclasses]
+
+    def _sample_class_latents(self, shape: torch.Size) -> list[torch.Tensor]:
+        """Prior preservation's class samples, of the training latents' `shape`: made at the first step
+        of a run (a resumed one too, drawing the same), not stored in checkpoints."""
+        hp = self.hparams
+        prompts = [metaclass_prompt(hp.prompt_template, m) for m in self.pool_metaclasses]
+        total = len(prompts) * hp.class_samples_per_metaclass
+        with tqdm(
+            total=total, desc="prior preservation: sampling class latents", unit="latent",
+            file=sys.stderr, leave=False, disable=not progress_wanted(),
+        ) as bar:  # fmt: skip
+            return sample_class_latents(
+                self.parts,
+                prompts,
+                hp.class_samples_per_metaclass,
+                tuple(shape),
+                steps=hp.class_sampling_steps,
+                guidance_scale=hp.class_guidance_scale,
+                seed=hp.seed,
+                progress=bar.update,
+            )
 
     def lora_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.unet.named_parameters() if "lora_" in n]
@@ -147,8 +203,31 @@ class ConceptLearner(L.LightningModule):
             self.parts.scheduler.config.prediction_type,
             generator=g,
         )
+        if self.hparams.prior_preservation_weight > 0:
+            if self.class_latents is None:
+                self.class_latents = self._sample_class_latents(latents.shape[1:])
+            loss = loss + self.hparams.prior_preservation_weight * self._prior_loss(batch["label"], g)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _prior_loss(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The denoising loss on one class sample per instance, of the instance's metaclass, under the
+        prompt without learned tokens (drawn after the instance loss, so with the weight at 0 a step's
+        draws are those of a run without prior preservation)."""
+        latents = draw_class_batch(self.class_latents, self.pool_of_class, labels, generator)
+        prompts = [metaclass_prompt(self.hparams.prompt_template, self.metaclasses[int(c)]) for c in labels]
+        ids = tokenize_prompts(self.parts.tokenizer, prompts).to(self.device)
+        hidden = self.text_encoder(ids)[0]
+        prior = noise_prediction_loss(
+            self.unet,
+            latents.to(self.unet.dtype),
+            hidden.to(self.unet.dtype),
+            self.alphas_cumprod,
+            self.parts.scheduler.config.prediction_type,
+            generator=generator,
+        )
+        self.log("train/prior_loss", prior)
+        return prior
 
     def on_before_backward(self, loss: torch.Tensor) -> None:
         # Here, the loss and the weights it was computed with belong to the same step (`global_step`
