@@ -194,21 +194,25 @@ class ConceptLearner(L.LightningModule):
         ids = tokenize_prompts(self.parts.tokenizer, [self.prompts[int(c)] for c in batch["label"]]).to(
             self.device
         )
-        hidden = self.text_encoder(ids)[0]
-        loss = noise_prediction_loss(
-            self.unet,
-            latents.to(self.unet.dtype),
-            hidden.to(self.unet.dtype),
-            self.alphas_cumprod,
-            self.parts.scheduler.config.prediction_type,
-            generator=g,
-        )
+        loss = self._denoising_loss(latents, ids, g)
         if self.hparams.prior_preservation_weight > 0:
             if self.class_latents is None:
                 self.class_latents = self._sample_class_latents(latents.shape[1:])
             loss = loss + self.hparams.prior_preservation_weight * self._prior_loss(batch["label"], g)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def _denoising_loss(self, latents: torch.Tensor, ids: torch.Tensor, generator: torch.Generator):
+        """The prior's training objective on `latents` under the prompts' token `ids`."""
+        hidden = self.text_encoder(ids)[0]
+        return noise_prediction_loss(
+            self.unet,
+            latents.to(self.unet.dtype),
+            hidden.to(self.unet.dtype),
+            self.alphas_cumprod,
+            self.parts.scheduler.config.prediction_type,
+            generator=generator,
+        )
 
     def _prior_loss(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The denoising loss on one class sample per instance, of the instance's metaclass, under the
@@ -217,15 +221,7 @@ class ConceptLearner(L.LightningModule):
         latents = draw_class_batch(self.class_latents, self.pool_of_class, labels, generator)
         prompts = [metaclass_prompt(self.hparams.prompt_template, self.metaclasses[int(c)]) for c in labels]
         ids = tokenize_prompts(self.parts.tokenizer, prompts).to(self.device)
-        hidden = self.text_encoder(ids)[0]
-        prior = noise_prediction_loss(
-            self.unet,
-            latents.to(self.unet.dtype),
-            hidden.to(self.unet.dtype),
-            self.alphas_cumprod,
-            self.parts.scheduler.config.prediction_type,
-            generator=generator,
-        )
+        prior = self._denoising_loss(latents, ids, generator)
         self.log("train/prior_loss", prior)
         return prior
 

@@ -25,7 +25,14 @@ COMMITTED = REPO_ROOT / "assets/concepts/fashion_mnist-5shot-seed0"
 
 
 def _fit(
-    tiny_sd_dir, tmp_path, max_steps, ckpt_path=None, checkpoint_every=None, output_dir=None, lora_rank=4
+    tiny_sd_dir,
+    tmp_path,
+    max_steps,
+    ckpt_path=None,
+    checkpoint_every=None,
+    output_dir=None,
+    lora_rank=4,
+    **settings,
 ):
     L.seed_everything(0)
     callbacks = []
@@ -37,7 +44,7 @@ def _fit(
         callbacks=callbacks, enable_checkpointing=bool(checkpoint_every), default_root_dir=tmp_path,
     )  # fmt: skip
     model = ConceptLearner(pretrained=str(tiny_sd_dir), embedding_lr=1e-2, lora_lr=1e-3, lora_rank=lora_rank,
-                           output_dir=str(output_dir) if output_dir else "", seed=0)  # fmt: skip
+                           output_dir=str(output_dir) if output_dir else "", seed=0, **settings)  # fmt: skip
     dm = LabeledImageDataModule(dataset="fashion_mnist", shots=2, batch_size=4, image_size=32)
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     return model
@@ -109,6 +116,23 @@ def test_resume_from_checkpoint_equals_uninterrupted(tiny_sd_dir, tmp_path):
     assert sum(v.numel() for v in saved.values()) < 100_000
     resumed = _trained_state(_fit(tiny_sd_dir, tmp_path / "b", max_steps=4, ckpt_path=str(ckpt)))
     for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
+
+
+def test_the_prior_preservation_loss_trains_the_lora_and_a_resumed_run_repeats_it(tiny_sd_dir, tmp_path):
+    """DreamBooth's prior preservation (tests/test_prior_preservation.py has its parts): it changes what
+    trains, and a run resumed with a trained LoRA draws the same class samples (drawn with the LoRA off)."""
+    preserve = {"prior_preservation_weight": 1.0, "class_samples_per_metaclass": 3, "class_sampling_steps": 2}
+    plain = _trained_state(_fit(tiny_sd_dir, tmp_path / "plain", max_steps=3))
+    model = _fit(tiny_sd_dir, tmp_path / "a", max_steps=3, **preserve)
+    assert "train/prior_loss" in model.trainer.callback_metrics
+    assert [len(pool) for pool in model.class_latents] == [3] * len(set(model.metaclasses))
+    preserved = _trained_state(model)
+    assert any(not torch.equal(plain[name], value) for name, value in preserved.items() if "lora_" in name)
+    _fit(tiny_sd_dir, tmp_path / "b", max_steps=2, checkpoint_every=2, **preserve)
+    ckpt = next((tmp_path / "b" / "ckpt").glob("*.ckpt"))
+    resumed = _trained_state(_fit(tiny_sd_dir, tmp_path / "b", max_steps=3, ckpt_path=str(ckpt), **preserve))
+    for name, value in preserved.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6, msg=name)
 
 
