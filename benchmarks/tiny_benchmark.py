@@ -362,15 +362,20 @@ def result_path(
     return out / "classifier" / split / f"{name}.json"
 
 
+def finished_record(
+    out: Path, row: str, mixing: str, shots: int, seed: int, split: str, classifier_seed: int | None = None
+) -> dict:
+    """A finished classifier run's record (`classify`'s result file); {} when the run has none."""
+    path = result_path(out, row, mixing, shots, seed, split, classifier_seed)
+    return read_record(path) if path.is_file() else {}
+
+
 def per_class_of(
     out: Path, row: str, mixing: str, shots: int, seed: int, split: str, classifier_seed: int | None = None
 ) -> dict | None:
     """A finished run's accuracy per class ({class name: accuracy}); None for a run that did not keep
     it (made before the benchmark kept it)."""
-    path = result_path(out, row, mixing, shots, seed, split, classifier_seed)
-    if not path.is_file():
-        return None
-    return read_record(path).get("per_class_acc")
+    return finished_record(out, row, mixing, shots, seed, split, classifier_seed).get("per_class_acc")
 
 
 def machine_of(
@@ -378,8 +383,7 @@ def machine_of(
 ) -> str | None:
     """The machine a finished run was measured on (`benchmarks.machine.machine_summary`); None for a run
     made before records kept it."""
-    path = result_path(out, row, mixing, shots, seed, split, classifier_seed)
-    machine = read_record(path).get("machine") if path.is_file() else None
+    machine = finished_record(out, row, mixing, shots, seed, split, classifier_seed).get("machine")
     return machine if isinstance(machine, str) else None
 
 

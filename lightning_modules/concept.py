@@ -148,14 +148,15 @@ class ConceptLearner(L.LightningModule):
         n = hp.tokens_per_class
         self.prompts = [class_prompt(hp.prompt_template, c, n, m) for c, m in enumerate(self.metaclasses)]
         # prior preservation: one pool of class samples per distinct metaclass, and each class's pool
-        self.pool_metaclasses = list(dict.fromkeys(self.metaclasses))
-        self.pool_of_class = [self.pool_metaclasses.index(m) for m in self.metaclasses]
+        pool_metaclasses = list(dict.fromkeys(self.metaclasses))
+        self.pool_of_class = [pool_metaclasses.index(m) for m in self.metaclasses]
+        self.pool_prompts = [metaclass_prompt(hp.prompt_template, m) for m in pool_metaclasses]
 
     def _sample_class_latents(self, shape: torch.Size) -> list[torch.Tensor]:
         """Prior preservation's class samples, of the training latents' `shape`: made at the first step
         of a run (a resumed one too, drawing the same), not stored in checkpoints."""
         hp = self.hparams
-        prompts = [metaclass_prompt(hp.prompt_template, m) for m in self.pool_metaclasses]
+        prompts = self.pool_prompts
         total = len(prompts) * hp.class_samples_per_metaclass
         with tqdm(
             total=total, desc="prior preservation: sampling class latents", unit="latent",
@@ -219,7 +220,7 @@ class ConceptLearner(L.LightningModule):
         prompt without learned tokens (drawn after the instance loss, so with the weight at 0 a step's
         draws are those of a run without prior preservation)."""
         latents = draw_class_batch(self.class_latents, self.pool_of_class, labels, generator)
-        prompts = [metaclass_prompt(self.hparams.prompt_template, self.metaclasses[int(c)]) for c in labels]
+        prompts = [self.pool_prompts[self.pool_of_class[int(c)]] for c in labels]
         ids = tokenize_prompts(self.parts.tokenizer, prompts).to(self.device)
         prior = self._denoising_loss(latents, ids, generator)
         self.log("train/prior_loss", prior)

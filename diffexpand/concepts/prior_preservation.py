@@ -11,14 +11,13 @@ draws the same ones.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 import torch
 
 from diffexpand.models.text import encode_prompts
 from diffexpand.sampling import cfg_model_fn, sample, schedule_for
-from diffexpand.seeding import seeded_randn
+from diffexpand.seeding import sample_seed, seeded_randn
 
 SAMPLING_BATCH = 32  # class samples denoised together
 
@@ -27,13 +26,6 @@ def metaclass_prompt(template: str, metaclass: str) -> str:
     """The class prompt: the concept prompt without its learned tokens ("a photo of a {tokens} {metaclass}"
     becomes "a photo of a shoe"), so it names what the prior already knows."""
     return " ".join(template.format(tokens="", metaclass=metaclass).split())
-
-
-def class_sample_seed(seed: int, prompt: str, index: int) -> int:
-    """The noise seed of one class sample: a function of the run's seed, the class prompt and the index,
-    so the samples repeat on a resumed run, on every DDP rank and whatever the other classes are."""
-    name = f"prior-preservation:{seed}:{prompt}:{index}"
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
 @torch.no_grad()
@@ -65,7 +57,9 @@ def sample_class_latents(
             made = []
             for start in range(0, per_prompt, SAMPLING_BATCH):
                 n = min(SAMPLING_BATCH, per_prompt - start)
-                seeds = [class_sample_seed(seed, prompt, start + i) for i in range(n)]
+                # each sample's noise from (run seed, prompt, index): the same on a resume, on every DDP
+                # rank and whatever the other classes are
+                seeds = [sample_seed(seed, f"prior-preservation:{prompt}:{start + i}") for i in range(n)]
                 noise = seeded_randn(seeds, latent_shape, unet.device, unet.dtype)
                 both = cond.expand(n, -1, -1), uncond.expand(n, -1, -1)
                 model_fn = cfg_model_fn(unet, *both, guidance_scale)
