@@ -1,7 +1,7 @@
 """Measure the committed tiny prior and write its model card figures.
 
     python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior-v2] [--oracle assets/fashion-oracle]
-        [--out outputs/prior-quality/<prior folder name>]
+        [--out outputs/prior-quality/<prior folder name>] [--seed 0]
 
 Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
 "a photo of a {metaclass}" samples (DDIM 25, CFG 7.5, 200 each), VAE PSNR on the test split, realism
@@ -59,6 +59,12 @@ def main(argv=None) -> dict:
         "--attribute-n", type=int, default=50, help="samples per attribute word and metaclass"
     )
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="draws every sample's noise: another seed is another draw of the same figures (their noise)",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="folder for quality.json / samples.png (default: outputs/prior-quality/<prior folder name>)",
@@ -69,7 +75,7 @@ def main(argv=None) -> dict:
     oracle = OracleCNN.load(args.oracle)
 
     start = time.perf_counter()
-    accuracy, samples = metaclass_accuracy(parts, oracle, args.n, args.steps, args.guidance)
+    accuracy, samples = metaclass_accuracy(parts, oracle, args.n, args.steps, args.guidance, seed=args.seed)
     sampling_seconds = time.perf_counter() - start
 
     images, labels = load_fashion_mnist("test")
@@ -83,6 +89,7 @@ def main(argv=None) -> dict:
         "samples_per_metaclass": args.n,
         "ddim_steps": args.steps,
         "guidance_scale": args.guidance,
+        "seed": args.seed,
         "sampling_seconds": round(sampling_seconds, 1),
     }
     # Real test images from 2,000 on: the realism reference (0-1,999) stays apart from what is compared.
@@ -90,13 +97,20 @@ def main(argv=None) -> dict:
     if args.realism_n:
         reference, held_out = test[:2000], test[2000 : 2000 + args.realism_n]
         result["realism_frechet"] = realism(
-            parts, oracle, reference, held_out, args.realism_n, args.steps, tuple(args.realism_guidance)
+            parts,
+            oracle,
+            reference,
+            held_out,
+            args.realism_n,
+            args.steps,
+            tuple(args.realism_guidance),
+            seed=args.seed,
         )
         result["realism_reference"] = "Fashion-MNIST test images 0-1999; held-out real images from 2000 on"
     if (Path(args.prior) / CAPTIONER_FILE).is_file() and args.attribute_n:
         captioner = AttributeCaptioner.load(args.prior)
         result["attribute_accuracy"] = attribute_accuracy(
-            parts, captioner, args.attribute_n, args.steps, args.guidance
+            parts, captioner, args.attribute_n, args.steps, args.guidance, seed=args.seed
         )
     grid = torch.cat([samples[m][:12] for m in METACLASSES])
     grid = torch.nn.functional.interpolate((grid + 1) / 2, scale_factor=3, mode="nearest")
