@@ -261,6 +261,17 @@ def machine_lines(results: dict, here: str) -> list[str]:
     return [*lines, ""]
 
 
+def prior_phrase(priors: list[str] | None) -> str:
+    """What the report says its concepts and sets were made on: the committed prior, or the ones named."""
+    from diffexpand.paths import DEFAULT_PRIOR
+
+    others = [p for p in priors or [] if Path(p).resolve() != DEFAULT_PRIOR.resolve()]
+    if not others:
+        return "the committed tiny prior"
+    named = ", ".join(priors)
+    return f"the prior{'s' if len(priors) > 1 else ''} {named} (given by --concept-args/--expand-args)"
+
+
 def write_report(
     out: Path, profile: dict, results: dict, curve: list[dict], seconds: float, name: str, split: str = "test"
 ) -> str:
@@ -310,7 +321,8 @@ def write_report(
         *machine_lines(results, here),
         split_sentence(split),
         "",
-        f"Fashion-MNIST n-shot subsets on the committed tiny prior, expansion {EXPANSION_RATIO:g}x, "
+        f"Fashion-MNIST n-shot subsets on {prior_phrase(profile.get('priors'))}, "
+        f"expansion {EXPANSION_RATIO:g}x, "
         "classifier configs/classifier.yaml, accuracy at the last epoch (mean ± std over seeds). "
         f"{CEILING} = the ceiling: {EXPANSION_RATIO:g} x shots other real training images per class "
         "(disjoint from the subset and the validation split, drawn by the subset's seed). Every set, the "

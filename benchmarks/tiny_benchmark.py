@@ -61,6 +61,7 @@ from benchmarks.stage_records import (  # noqa: E402
     REMAKE,
     inputs_digest,
     prior_fingerprint,
+    prior_of,
     read_record,
     recorded_accuracy,
     reused,
@@ -267,6 +268,16 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
 def slug(row: str) -> str:
     """A row label as a file-name part ("Real ×5" -> "Real-5")."""
     return re.sub(r"[^A-Za-z0-9.]+", "-", row).strip("-")
+
+
+def priors_used(rows: list[str], concept_args: list[str], expand_args: list[str]) -> list[str]:
+    """The priors a run's concepts and sets come from (the configs', unless the extra arguments name
+    another): what its report says it measured."""
+    config_of = {row: REPO / "configs" / "expand" / f"{ROWS[row]}.yaml" for row in rows if ROWS[row]}
+    priors = {prior_of(config, expand_args) for config in config_of.values() if config.is_file()}
+    if any(uses_concepts(config) for config in config_of.values() if config.is_file()):
+        priors.add(prior_of(REPO / "configs/concept.yaml", concept_args))
+    return sorted(priors)
 
 
 def classifier_settings(synthetic: str | None, extra: list[str]) -> dict:
@@ -508,6 +519,7 @@ def main(argv=None) -> dict:
         profile["synthetic_only"] = args.synthetic_only
     profile["concept_runs"] = args.concept_runs
     profile["classifier_seeds"] = args.classifier_seeds
+    profile["priors"] = priors_used(profile["rows"], args.concept_args, args.expand_args)
     out = Path(args.out or f"outputs/bench-{args.profile}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

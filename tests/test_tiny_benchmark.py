@@ -576,3 +576,25 @@ def test_the_report_says_when_the_concepts_were_chosen_among_runs(tmp_path, monk
     assert chosen_with == [1, 3]
     assert "Concepts: learned" not in (tmp_path / "1" / "report.md").read_text()
     assert "Concepts: learned 3 times per subset" in (tmp_path / "3" / "report.md").read_text()
+
+
+def test_the_report_names_the_prior_its_concepts_and_sets_came_from(tmp_path):
+    from diffexpand.paths import DEFAULT_PRIOR
+
+    rows = ["Original", CEILING, "Diff-II"]
+    assert tiny_benchmark.priors_used(rows, [], []) == [str(DEFAULT_PRIOR)]
+    assert tiny_benchmark.priors_used(["Original", CEILING], [], []) == []  # no set made by a prior
+    candidate = "outputs/candidate-prior"
+    given = [f"--model.init_args.pretrained={candidate}"]
+    assert tiny_benchmark.priors_used(rows, given, given) == [candidate]
+    # concepts on the committed prior, sets on another: both are named
+    assert tiny_benchmark.priors_used(rows, [], given) == sorted([str(DEFAULT_PRIOR), candidate])
+
+    def report(priors):
+        profile = dict(_profile(False), priors=priors)
+        return write_report(tmp_path, profile, _results(False), [], 1.0, "quick", "test")
+
+    committed = report([str(DEFAULT_PRIOR)])
+    assert "on the committed tiny prior" in committed
+    other = report([candidate])
+    assert f"on the prior {candidate} (given by" in other and "committed tiny prior" not in other
