@@ -273,9 +273,10 @@ def slug(row: str) -> str:
 def priors_used(rows: list[str], concept_args: list[str], expand_args: list[str]) -> list[str]:
     """The priors a run's concepts and sets come from (the configs', unless the extra arguments name
     another): what its report says it measured."""
-    config_of = {row: REPO / "configs" / "expand" / f"{ROWS[row]}.yaml" for row in rows if ROWS[row]}
-    priors = {prior_of(config, expand_args) for config in config_of.values() if config.is_file()}
-    if any(uses_concepts(config) for config in config_of.values() if config.is_file()):
+    configs = [REPO / "configs" / "expand" / f"{ROWS[row]}.yaml" for row in rows if ROWS[row]]
+    configs = [config for config in configs if config.is_file()]  # the ceiling's set is real images
+    priors = {prior_of(config, expand_args) for config in configs}
+    if any(uses_concepts(config) for config in configs):
         priors.add(prior_of(REPO / "configs/concept.yaml", concept_args))
     return sorted(priors)
 
