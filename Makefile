@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint prior prior-v1 prior-v2-stage1 prior-v2-stage2 prior-v2 concepts oracle clip clean
+.PHONY: setup data test demo bench lint prior prior-v1 prior-v2-stage1 prior-v2-stage2 prior-v2 prior-v3-cpu-stage1 prior-v3-cpu concepts oracle clip clean
 
 setup: $(STAMP) data
 
@@ -80,7 +80,7 @@ V2_STAGE2 = outputs/tiny-fashion-prior-v2-stage2
 # A stage that continues an earlier stage's export stops with a clear message when that export is missing:
 # $(call REQUIRE_EXPORT,export folder,this target,the target that writes the export).
 REQUIRE_EXPORT = @test -f $(1)/model_index.json || { echo "make $(2) continues the export $(1), \
-	which is not there: run make $(3) first (make prior runs all three stages)" >&2; exit 1; }
+	which is not there: run make $(3) first" >&2; exit 1; }
 prior-v2-stage2: setup
 	$(call REQUIRE_EXPORT,$(V2_STAGE1),prior-v2-stage2,prior-v2-stage1)
 	$(PY) train.py fit --config configs/prior-v2-stage2.yaml $(call ASSET_RUN,prior-v2-stage2-asset)
@@ -93,6 +93,20 @@ prior-v2: setup
 		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage3-asset)
 	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
 		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
+
+# The candidate prior v3 on a CPU, in two stages of one session each (docs/measurements/2026-12-06-prior-v3-cpu.md):
+# configs/prior-v3.yaml's wider UNet beside v2's VAE and text encoder, then a fine-tune of that export. Written
+# under outputs/, not assets/: it is not the default prior yet.
+V3_STAGE1 = outputs/tiny-fashion-prior-v3-cpu-stage1
+V3_CPU = outputs/tiny-fashion-prior-v3-cpu
+prior-v3-cpu-stage1: setup
+	$(PY) train.py fit --config configs/prior-v3-cpu-stage1.yaml
+	$(PY) tools/evaluate_prior.py --prior $(V3_STAGE1) --out $(V3_STAGE1) --n 100 --attribute-n 0 --realism-guidance 1.0
+
+prior-v3-cpu: setup
+	$(call REQUIRE_EXPORT,$(V3_STAGE1),prior-v3-cpu,prior-v3-cpu-stage1)
+	$(PY) train.py fit --config configs/prior-v3-cpu-stage2.yaml
+	$(PY) tools/evaluate_prior.py --prior $(V3_CPU) --out $(V3_CPU) --n 100 --attribute-n 0 --realism-guidance 1.0
 
 # The committed concepts (5-shot, subset seed 0), learned on the default prior, and their card's figures.
 concepts: setup
