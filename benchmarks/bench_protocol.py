@@ -25,6 +25,12 @@ def expansion_settings(path: Path = EXPANSION_DATA) -> tuple[float, int]:
 
 EXPANSION_RATIO, IMAGE_SIZE = expansion_settings()
 CLASSIFIER_CONFIG = REPO / "configs" / "classifier.yaml"
+CONCEPT_CONFIG = REPO / "configs" / "concept.yaml"  # how the benchmark learns each subset's concepts
+
+
+def method_config(method: str) -> Path:
+    """The config an expansion method's sets are made by (configs/expand/<method>.yaml)."""
+    return REPO / "configs" / "expand" / f"{method}.yaml"
 
 
 def classifier_config_seed(path: Path = CLASSIFIER_CONFIG) -> int:

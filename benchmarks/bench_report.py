@@ -265,8 +265,7 @@ def prior_phrase(priors: list[str] | None) -> str:
     """What the report says its concepts and sets were made on: the committed prior, or the ones named."""
     from diffexpand.paths import DEFAULT_PRIOR
 
-    others = [p for p in priors or [] if Path(p).resolve() != DEFAULT_PRIOR.resolve()]
-    if not others:
+    if all(Path(p).resolve() == DEFAULT_PRIOR.resolve() for p in priors or []):
         return "the committed tiny prior"
     named = ", ".join(priors)
     return f"the prior{'s' if len(priors) > 1 else ''} {named} (given by --concept-args/--expand-args)"

@@ -43,6 +43,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     CEILING,
     CEILING_METHOD,
     CLASSIFIER_CONFIG,
+    CONCEPT_CONFIG,
     EXPANSION_RATIO,
     IMAGE_SIZE,
     MIXING,
@@ -53,6 +54,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     SPLITS,
     SYNTHETIC_ONLY,
     classifier_config_seed,
+    method_config,
     say,
 )
 from benchmarks.bench_report import write_report  # noqa: E402
@@ -88,7 +90,7 @@ def learn_concepts(out: Path, folder: Path, shots: int, seed: int, extra: list[s
     import train
 
     record = folder.with_name(f"{folder.name}.bench.json")  # beside the folder: it stays a concept folder
-    config = REPO / "configs/concept.yaml"
+    config = CONCEPT_CONFIG
     settings = {
         "extra": list(extra),
         "inputs": inputs_digest(config),
@@ -159,7 +161,7 @@ def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = Fa
     files and (for a method that uses them) the concept folder."""
     from diffexpand.paths import paper_preset
 
-    config = REPO / "configs" / "expand" / f"{method}.yaml"
+    config = method_config(method)
     read = [config, REPO / "configs" / "expand" / "base"]
     if uses_concepts(config):
         read.append(concepts)
@@ -195,7 +197,7 @@ def make_set(
     if info_file.is_file():
         return here(reused(info_file, settings), folder)
     say(f"expanding with {method} ({shots}-shot seed {seed})")
-    config = REPO / "configs" / "expand" / f"{method}.yaml"
+    config = method_config(method)
     args = [
         "--config",
         str(config),
@@ -273,11 +275,11 @@ def slug(row: str) -> str:
 def priors_used(rows: list[str], concept_args: list[str], expand_args: list[str]) -> list[str]:
     """The priors a run's concepts and sets come from (the configs', unless the extra arguments name
     another): what its report says it measured."""
-    configs = [REPO / "configs" / "expand" / f"{ROWS[row]}.yaml" for row in rows if ROWS[row]]
+    configs = [method_config(ROWS[row]) for row in rows if ROWS[row]]
     configs = [config for config in configs if config.is_file()]  # the ceiling's set is real images
     priors = {prior_of(config, expand_args) for config in configs}
     if any(uses_concepts(config) for config in configs):
-        priors.add(prior_of(REPO / "configs/concept.yaml", concept_args))
+        priors.add(prior_of(CONCEPT_CONFIG, concept_args))
     return sorted(priors)
 
 
