@@ -49,34 +49,36 @@ ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=run
 	--trainer.logger.init_args.save_dir=runs/$(1)
 
 # Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
-# configs and tools write under outputs/ by default; only these targets write into assets/ (stages 1 and 2 of
-# the prior v2 are intermediates, written under outputs/).
-# The default prior, v2 (attribute captions), from nothing: the three stages below.
-prior: prior-v2-stage1 prior-v2-stage2 prior-v2
+# configs and tools write under outputs/ by default; only these targets write into assets/ (the earlier
+# priors and the stages before the last are intermediates, written under outputs/).
+# The default prior, v3, from nothing: v2's three stages (its VAE and text encoder), then v3's two.
+prior: prior-v2-stage1 prior-v2-stage2 prior-v2 prior-v3-cpu-stage1 prior-v3-cpu
 
-# The first prior (metaclass captions only), kept for comparison: configs/prior.yaml.
+# The first prior (metaclass captions only), no longer committed (its last copy: git archive adb60bf
+# assets/tiny-fashion-prior): configs/prior.yaml, into outputs/tiny-fashion-prior.
 prior-v1: setup
-	$(PY) train.py fit --config configs/prior.yaml --model.init_args.output_dir=assets/tiny-fashion-prior \
-		$(call ASSET_RUN,prior-asset)
-	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior --out assets/tiny-fashion-prior
+	$(PY) train.py fit --config configs/prior.yaml $(call ASSET_RUN,prior-asset)
+	$(PY) tools/evaluate_prior.py --prior outputs/tiny-fashion-prior --out outputs/tiny-fashion-prior
 
 # The prior v2 (issue 20) was trained in three stages, the first two one CPU session each: the first (the
 # VAE and the first UNet steps of configs/prior-v2.yaml) is exported to outputs/tiny-fashion-prior-v2-stage1,
-# which the second starts from (init_from); the third fine-tunes the second's export without mirroring.
-# The intermediate exports are not committed: the working tree must stay within what the GPU machines take
-# (64 MiB). The exports the committed stages started from, into outputs/ (no git index change):
+# and each later stage continues the export before it. The exports are not committed (the working tree must
+# stay within the 64 MiB the GPU machines take); v2 was the default prior until v3 replaced it, and its
+# exports need not be retrained to go on from them, they are in the history:
 #   git archive 920fdba assets/tiny-fashion-prior-v2-stage1 | tar -x --strip-components=1 -C outputs
 #   git archive 377f121 assets/tiny-fashion-prior-v2 | tar -x --strip-components=1 -C outputs \
 #     && mv outputs/tiny-fashion-prior-v2 outputs/tiny-fashion-prior-v2-stage2
+#   git archive adb60bf assets/tiny-fashion-prior-v2 | tar -x --strip-components=1 -C outputs   # stage 3
 prior-v2-stage1: setup
 	$(PY) train.py fit --config configs/prior-v2.yaml $(call ASSET_RUN,prior-v2-asset)
 	$(PY) tools/evaluate_prior.py --prior outputs/tiny-fashion-prior-v2-stage1 \
 		--out outputs/tiny-fashion-prior-v2-stage1 --n 20 --attribute-n 0 --realism-guidance 3.0
 
 # Stage 2 continues from stage 1's export (configs/prior-v2-stage2.yaml), stage 3 from stage 2's
-# (configs/prior-v2-stage3.yaml); all three from nothing: make prior.
+# (configs/prior-v2-stage3.yaml), v3's first stage from stage 3's VAE and text encoder.
 V2_STAGE1 = outputs/tiny-fashion-prior-v2-stage1
 V2_STAGE2 = outputs/tiny-fashion-prior-v2-stage2
+V2 = outputs/tiny-fashion-prior-v2
 # A stage that continues an earlier stage's export stops with a clear message when that export is missing:
 # $(call REQUIRE_EXPORT,export folder,this target,the target that writes the export).
 REQUIRE_EXPORT = @test -f $(1)/model_index.json || { echo "make $(2) continues the export $(1), \
@@ -89,24 +91,24 @@ prior-v2-stage2: setup
 
 prior-v2: setup
 	$(call REQUIRE_EXPORT,$(V2_STAGE2),prior-v2,prior-v2-stage2)
-	$(PY) train.py fit --config configs/prior-v2-stage3.yaml \
-		--model.init_args.output_dir=assets/tiny-fashion-prior-v2 $(call ASSET_RUN,prior-v2-stage3-asset)
-	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v2 --out assets/tiny-fashion-prior-v2 \
-		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
+	$(PY) train.py fit --config configs/prior-v2-stage3.yaml $(call ASSET_RUN,prior-v2-stage3-asset)
+	$(PY) tools/evaluate_prior.py --prior $(V2) --out $(V2) --n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
 
-# The candidate prior v3 on a CPU, in two stages of one session each (docs/measurements/2026-12-06-prior-v3-cpu.md):
-# configs/prior-v3.yaml's wider UNet beside v2's VAE and text encoder, then a fine-tune of that export. Written
-# under outputs/, not assets/: it is not the default prior yet.
+# The prior v3 on a CPU, in two stages of one session each (docs/measurements/2026-12-06-prior-v3-cpu.md):
+# configs/prior-v3.yaml's wider UNet beside v2's VAE and text encoder, then a fine-tune of that export into
+# assets/ (configs/prior-v3.yaml itself is the one-run recipe for a GPU).
 V3_STAGE1 = outputs/tiny-fashion-prior-v3-cpu-stage1
-V3_CPU = outputs/tiny-fashion-prior-v3-cpu
 prior-v3-cpu-stage1: setup
-	$(PY) train.py fit --config configs/prior-v3-cpu-stage1.yaml
+	$(call REQUIRE_EXPORT,$(V2),prior-v3-cpu-stage1,prior-v2)
+	$(PY) train.py fit --config configs/prior-v3-cpu-stage1.yaml $(call ASSET_RUN,prior-v3-stage1-asset)
 	$(PY) tools/evaluate_prior.py --prior $(V3_STAGE1) --out $(V3_STAGE1) --n 100 --attribute-n 0 --realism-guidance 1.0
 
 prior-v3-cpu: setup
 	$(call REQUIRE_EXPORT,$(V3_STAGE1),prior-v3-cpu,prior-v3-cpu-stage1)
-	$(PY) train.py fit --config configs/prior-v3-cpu-stage2.yaml
-	$(PY) tools/evaluate_prior.py --prior $(V3_CPU) --out $(V3_CPU) --n 100 --attribute-n 0 --realism-guidance 1.0
+	$(PY) train.py fit --config configs/prior-v3-cpu-stage2.yaml \
+		--model.init_args.output_dir=assets/tiny-fashion-prior-v3 $(call ASSET_RUN,prior-v3-stage2-asset)
+	$(PY) tools/evaluate_prior.py --prior assets/tiny-fashion-prior-v3 --out assets/tiny-fashion-prior-v3 \
+		--n 50 --attribute-n 30 --realism-guidance 1.0 1.5 3.0 7.5
 
 # The committed concepts (5-shot, subset seed 0), learned on the default prior, and their card's figures.
 concepts: setup

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PRIOR = REPO_ROOT / "assets" / "tiny-fashion-prior-v2"
+DEFAULT_PRIOR = REPO_ROOT / "assets" / "tiny-fashion-prior-v3"
 DEFAULT_ORACLE = REPO_ROOT / "assets" / "fashion-oracle"
 
 
@@ -14,7 +14,7 @@ def paper_preset(method: str) -> Path | None:
 
 
 def portable(path: str | Path) -> str:
-    """A path inside the repository as repository-relative ("assets/tiny-fashion-prior"), so files
+    """A path inside the repository as repository-relative ("assets/tiny-fashion-prior-v3"), so files
     that record it (concepts.json) stay valid in another clone; anything else unchanged."""
     p = Path(path)
     if p.is_absolute() and p.resolve().is_relative_to(REPO_ROOT):

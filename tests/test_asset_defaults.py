@@ -79,8 +79,7 @@ def make_overrides(target: str) -> list[str]:
 @pytest.mark.parametrize(
     ("target", "config", "asset"),
     [
-        ("prior-v1", "configs/prior.yaml", "tiny-fashion-prior"),
-        ("prior-v2", "configs/prior-v2-stage3.yaml", "tiny-fashion-prior-v2"),
+        ("prior-v3-cpu", "configs/prior-v3-cpu-stage2.yaml", "tiny-fashion-prior-v3"),
         ("concepts", "configs/concept.yaml", "concepts/fashion_mnist-5shot-seed0"),
         ("oracle", "configs/oracle.yaml", "fashion-oracle"),
         ("clip", "configs/clip.yaml", "tiny-fashion-clip"),

@@ -38,7 +38,7 @@ def _unchanged(parts, vocabulary: int) -> bool:
 
 def test_committed_concepts_record_the_committed_prior_and_are_accepted_on_it():
     recorded = read_concepts(COMMITTED)
-    assert recorded.base_model == "assets/tiny-fashion-prior-v2"
+    assert recorded.base_model == "assets/tiny-fashion-prior-v3"
     assert recorded.base_fingerprint == model_fingerprint(DEFAULT_PRIOR)
     parts = load_sd_components(DEFAULT_PRIOR)
     with warnings.catch_warnings():
@@ -57,7 +57,7 @@ def test_concepts_learned_on_one_prior_are_refused_on_another_of_the_same_archit
     message = str(err.value)
     learned, given = read_concepts(COMMITTED).base_fingerprint, model_fingerprint(other)
     assert (
-        str(COMMITTED) in message and "'assets/tiny-fashion-prior-v2'" in message
+        str(COMMITTED) in message and "'assets/tiny-fashion-prior-v3'" in message
     )  # the prior it was learned on
     assert str(other.resolve()) in message  # and the one given
     assert learned.split(":")[1][:16] in message and given.split(":")[1][:16] in message
@@ -75,7 +75,7 @@ def test_a_copy_of_the_prior_with_another_card_is_the_same_prior(tmp_path):
 
 
 def test_a_replaced_prior_of_the_same_name_is_refused_with_the_command_to_relearn(tmp_path):
-    """What happens when assets/tiny-fashion-prior is replaced by a retrained prior: same name, other
+    """What happens when the committed prior is replaced by a retrained prior: same name, other
     weights."""
     prior = _copy_prior(tmp_path)
     concepts = shutil.copytree(COMMITTED, tmp_path / "concepts")
@@ -118,14 +118,14 @@ def test_a_folder_without_a_fingerprint_warns_and_migrate_records_it(tmp_path):
     folder = shutil.copytree(COMMITTED, tmp_path / "concepts")
     committed_text = (COMMITTED / "concepts.json").read_text()
     meta = json.loads(committed_text)
-    meta["base_model"] = "assets/tiny-fashion-prior-v2"  # as written before the fingerprint was recorded
+    meta["base_model"] = "assets/tiny-fashion-prior-v3"  # as written before the fingerprint was recorded
     (folder / "concepts.json").write_text(json.dumps(meta))
     with pytest.warns(UserWarning, match=r"does not record the fingerprint .* cannot be checked"):
         apply_concepts(load_sd_components(DEFAULT_PRIOR), folder)
 
     from diffexpand.concepts.migrate import main
 
-    main([str(folder), "--prior", "assets/tiny-fashion-prior-v2"])
+    main([str(folder), "--prior", "assets/tiny-fashion-prior-v3"])
     assert (folder / "concepts.json").read_text() == committed_text
     for path in COMMITTED.rglob("*.safetensors"):
         assert (folder / path.relative_to(COMMITTED)).read_bytes() == path.read_bytes()

@@ -53,9 +53,9 @@ def test_a_committed_asset_is_restored_with_git_or_made_again():
     from diffexpand.models.identity import how_to_replace
 
     hint = how_to_replace(DEFAULT_PRIOR / "unet/diffusion_pytorch_model.safetensors")
-    assert "`git checkout -- assets/tiny-fashion-prior-v2`" in hint and "`make prior`" in hint
-    hint = how_to_replace(DEFAULT_PRIOR.parent / "tiny-fashion-prior/vae/config.json")
-    assert "`git checkout -- assets/tiny-fashion-prior`" in hint and "`make prior-v1`" in hint
+    assert "`git checkout -- assets/tiny-fashion-prior-v3`" in hint and "`make prior`" in hint
+    hint = how_to_replace(DEFAULT_ORACLE / "config.json")
+    assert "`git checkout -- assets/fashion-oracle`" in hint and "`make oracle`" in hint
     hint = how_to_replace(COMMITTED_CONCEPTS / "embeddings/class_3.safetensors")
     assert "`git checkout -- assets/concepts/fashion_mnist-5shot-seed0`" in hint
     assert "`make concepts`" in hint

@@ -74,7 +74,7 @@ def test_readme_commands_run_on_a_fresh_clone(fresh_clone):
     assert learned.returncode == 0, learned.stderr[-3000:]
     assert list((fresh_clone / "outputs" / "concepts").glob("*/concepts.json"))
     # nothing the commands wrote went into the committed assets
-    for name in ("tiny-fashion-prior", "fashion-oracle", "concepts"):
+    for name in ("tiny-fashion-prior-v3", "fashion-oracle", "concepts"):
         for path in (fresh_clone / "assets" / name).rglob("*"):
             if path.is_file():
                 assert path.read_bytes() == (REPO / path.relative_to(fresh_clone)).read_bytes(), path

@@ -58,10 +58,10 @@ def test_repository_paths_are_recorded_portably_and_load_from_anywhere(tmp_path,
     from diffexpand.models import load_sd_components
     from diffexpand.paths import DEFAULT_PRIOR, portable
 
-    assert portable(DEFAULT_PRIOR) == "assets/tiny-fashion-prior-v2"
+    assert portable(DEFAULT_PRIOR) == "assets/tiny-fashion-prior-v3"
     assert portable(tmp_path) == str(tmp_path)  # outside the repository: unchanged
     monkeypatch.chdir(tmp_path)
-    parts = load_sd_components("assets/tiny-fashion-prior-v2")  # relative to the repository, not the cwd
+    parts = load_sd_components("assets/tiny-fashion-prior-v3")  # relative to the repository, not the cwd
     assert parts.unet.config.sample_size > 0
 
 

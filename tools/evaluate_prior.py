@@ -1,6 +1,6 @@
 """Measure the committed tiny prior and write its model card figures.
 
-    python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior-v2] [--oracle assets/fashion-oracle]
+    python tools/evaluate_prior.py [--prior assets/tiny-fashion-prior-v3] [--oracle assets/fashion-oracle]
         [--out outputs/prior-quality/<prior folder name>] [--seed 0]
 
 Prints and writes quality.json and samples.png into --out: oracle metaclass accuracy of
@@ -11,7 +11,7 @@ class mix at each --realism-guidance), orientation agreement (per metaclass, the
 the way real images do, beside the real images' own share), and,
 for a prior trained on attribute captions (its folder has captioner.json), attribute accuracy: does
 "a photo of a top, dark" give dark tops? The
-committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior-v2`
+committed prior's card figures are refreshed only when asked: `--out assets/tiny-fashion-prior-v3`
 (`make prior` does).
 """
 

@@ -8,7 +8,7 @@ embedding file with `load_textual_inversion` writes the other tokens out itself 
 so given `prompt` it would expand every token again (16 slots instead of 4). Both become the same token ids.
 
 `base_model` names the prior the concepts were learned on and its content fingerprint
-(diffexpand.models.identity): {"name": "assets/tiny-fashion-prior", "fingerprint": "sd-files-v1:…"}.
+(diffexpand.models.identity): {"name": "assets/tiny-fashion-prior-v3", "fingerprint": "sd-files-v1:…"}.
 Folders written before the fingerprint was recorded hold the name only (a string): they read, but cannot
 be checked against a prior until `python -m diffexpand.concepts.migrate FOLDER --prior PRIOR` adds it.
 """

@@ -52,8 +52,7 @@ WEIGHT_FILE = (
 
 # Committed artifacts and how to make them again (shown in load errors).
 ASSET_RECIPES = {
-    "tiny-fashion-prior": "make prior-v1",
-    "tiny-fashion-prior-v2": "make prior",
+    "tiny-fashion-prior-v3": "make prior",
     "fashion-oracle": "make oracle",
     "tiny-fashion-clip": "make clip",
     "concepts": "make concepts",

@@ -85,7 +85,7 @@ def load_sd_components(
     `CorruptModelFileError` naming it. The parts carry the model's identity (name and content
     fingerprint, diffexpand.models.identity), which concept folders are checked against.
     """
-    source = str(in_repo(pretrained) or pretrained)  # "assets/tiny-fashion-prior" from any directory
+    source = str(in_repo(pretrained) or pretrained)  # "assets/tiny-fashion-prior-v3" from any directory
     local = Path(source).expanduser()
     is_local = local.is_dir()
     if is_local:
