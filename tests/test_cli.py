@@ -47,10 +47,9 @@ def test_every_config_parses_and_instantiates(config, tiny_concepts):
     if "concepts:" in config.read_text() and shell.__name__ == "expand":  # not trained on a fresh clone
         cpu.append(f"--model.init_args.concepts={tiny_concepts}")
     if "init_from: outputs/" in config.read_text():  # an earlier stage's export: not on a fresh clone
-        stand_in = DEFAULT_PRIOR
-        cpu.append(f"--model.init_args.init_from={stand_in}")
+        cpu.append(f"--model.init_args.init_from={DEFAULT_PRIOR}")
         stack = yaml.safe_load(config.read_text())["model"]["init_args"]["stack"]
-        unet = json.loads((stand_in / "unet" / "config.json").read_text())
+        unet = json.loads((DEFAULT_PRIOR / "unet" / "config.json").read_text())
         if stack["unet_channels"] != unet["block_out_channels"]:  # a v2 stage: its VAE, text encoder fit
             cpu.append("--model.init_args.init_parts=[vae,text_encoder]")
     cli = shell.cli_main([f"--config={config}", "--trainer.logger=false", *cpu], run=False)
