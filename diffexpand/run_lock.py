@@ -25,6 +25,7 @@ from diffexpand.manifest import atomic_write_bytes
 
 LOCK_NAME = ".diffexpand-run.lock"
 HOLDER_NAME = ".diffexpand-run.json"  # who holds the lock (the lock file itself is truncated by filelock)
+NOTE_WAIT_S = 5.0  # how long a refused run waits for the holder's note before naming it "another process"
 
 
 class OutputFolderBusyError(RuntimeError):
@@ -67,13 +68,22 @@ class OutputFolderLock:
         self._lock.release()
 
     def _busy_message(self) -> str:
-        try:
-            holder = json.loads((self.folder / HOLDER_NAME).read_text())
-            started = f"started {holder['started']}: {holder['command']}"
-            who = f"process {holder['pid']} on {holder['host']} ({started})"
-        except (OSError, ValueError, KeyError, TypeError):  # the holder is still writing its note
-            who = "another process"
+        who = self._holder_description()
         return (
             f"{self.folder} is being written by {who}. Two runs into one output folder would write "
             "every image twice: wait for that run to end, or give this one another --output_dir"
         )
+
+    def _holder_description(self) -> str:
+        """The holder's note, waited for briefly: a run that has just taken the lock writes it a moment later,
+        and on a loaded machine that moment can be long enough for a second run to look in between."""
+        deadline = time.monotonic() + NOTE_WAIT_S
+        while True:
+            try:
+                holder = json.loads((self.folder / HOLDER_NAME).read_text())
+                started = f"started {holder['started']}: {holder['command']}"
+                return f"process {holder['pid']} on {holder['host']} ({started})"
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return "another process"  # a holder that never wrote its note (or wrote a damaged one)
+                time.sleep(0.05)

@@ -5,12 +5,21 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from diffexpand.run_lock import HOLDER_NAME, OutputFolderBusyError, OutputFolderLock, launching_rank
+from diffexpand import run_lock
+from diffexpand.run_lock import (
+    HOLDER_NAME,
+    LOCK_NAME,
+    OutputFolderBusyError,
+    OutputFolderLock,
+    launching_rank,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
@@ -110,3 +119,33 @@ def test_only_the_launching_process_takes_the_lock(monkeypatch, env, launches):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert launching_rank() is launches
+
+
+def _note(pid: int) -> bytes:
+    return (json.dumps({"pid": pid, "host": "h", "started": "s", "command": "c"}) + "\n").encode()
+
+
+def test_a_run_refused_before_the_holder_wrote_its_note_still_names_the_holder(tmp_path):
+    """The holder writes its note a moment after taking the lock; a run looking in between waits for it."""
+    raw = FileLock(str(tmp_path / LOCK_NAME), timeout=0)
+    raw.acquire()  # held, no note yet
+    late_note = threading.Timer(0.5, lambda: (tmp_path / HOLDER_NAME).write_bytes(_note(4242)))
+    late_note.start()
+    try:
+        with pytest.raises(OutputFolderBusyError, match="process 4242 on h"):
+            OutputFolderLock(tmp_path).__enter__()
+    finally:
+        late_note.join()
+        raw.release()
+
+
+def test_a_holder_that_never_writes_its_note_is_named_another_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_lock, "NOTE_WAIT_S", 0.2)
+    raw = FileLock(str(tmp_path / LOCK_NAME), timeout=0)
+    raw.acquire()
+    try:
+        (tmp_path / HOLDER_NAME).write_text("{not json")
+        with pytest.raises(OutputFolderBusyError, match="being written by another process"):
+            OutputFolderLock(tmp_path).__enter__()
+    finally:
+        raw.release()
