@@ -32,6 +32,8 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_protocol import method_config  # noqa: E402
+
 CONCEPTS = "assets/concepts/fashion_mnist-5shot-seed0"
 QUALITY = ("faithfulness", "diversity", "frechet_distance")
 BETTER = {"faithfulness": 1, "diversity": 1, "frechet_distance": -1}  # the sign of an improvement
@@ -102,7 +104,7 @@ def run_row(method: str, setting: Setting, seed: int, args, work: Path) -> dict:
     from benchmarks.throughput import StageTimer
 
     out = work / method / str(setting).replace(" ", "_").replace("/", "-") / f"seed{seed}"
-    config = REPO / "configs/expand" / f"{method}.yaml"
+    config = method_config(method)
     cli_args = [
         "--config",
         str(config),

@@ -54,6 +54,8 @@ from lightning.pytorch.callbacks import Callback
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_protocol import method_config  # noqa: E402
+
 METHODS = [
     "txt2img",
     "real_filter",
@@ -237,7 +239,7 @@ def run_method(method: str, args, workdir: Path, setup: dict, naive=False, paper
     from diffexpand.paths import paper_preset
 
     tag = f"{method}-naive" if naive else f"{method}-paper" if paper else method
-    config = REPO / "configs" / "expand" / f"{method}.yaml"
+    config = method_config(method)
     per_class = math.ceil(args.naive_images / setup["num_classes"]) if naive else args.images_per_class
     cli_args = [
         "--config",
