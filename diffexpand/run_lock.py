@@ -2,7 +2,8 @@
 
 Two runs writing one synthetic set would plan the same records and both append them (every image
 twice in the manifest). The first run therefore holds a lock on the folder for its whole lifetime and
-a second run is refused at once with a message naming the holder. The lock is an OS file lock
+a second run is refused at once with a message naming the holder (read from the holder's note, which it
+waits a few seconds for if the holder has only just taken the lock). The lock is an OS file lock
 (`filelock`, fcntl on Unix): the kernel drops it when its process dies, so a SIGKILLed run never leaves
 a stale lock behind and the same command can be run again straight away.
 
