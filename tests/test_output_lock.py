@@ -127,25 +127,19 @@ def _note(pid: int) -> bytes:
 
 def test_a_run_refused_before_the_holder_wrote_its_note_still_names_the_holder(tmp_path):
     """The holder writes its note a moment after taking the lock; a run looking in between waits for it."""
-    raw = FileLock(str(tmp_path / LOCK_NAME), timeout=0)
-    raw.acquire()  # held, no note yet
-    late_note = threading.Timer(0.5, lambda: (tmp_path / HOLDER_NAME).write_bytes(_note(4242)))
-    late_note.start()
-    try:
-        with pytest.raises(OutputFolderBusyError, match="process 4242 on h"):
-            OutputFolderLock(tmp_path).__enter__()
-    finally:
-        late_note.join()
-        raw.release()
+    with FileLock(str(tmp_path / LOCK_NAME), timeout=0):  # held, no note yet
+        late_note = threading.Timer(0.5, lambda: (tmp_path / HOLDER_NAME).write_bytes(_note(4242)))
+        late_note.start()
+        try:
+            with pytest.raises(OutputFolderBusyError, match="process 4242 on h"):
+                OutputFolderLock(tmp_path).__enter__()
+        finally:
+            late_note.join()
 
 
 def test_a_holder_that_never_writes_its_note_is_named_another_process(tmp_path, monkeypatch):
     monkeypatch.setattr(run_lock, "NOTE_WAIT_S", 0.2)
-    raw = FileLock(str(tmp_path / LOCK_NAME), timeout=0)
-    raw.acquire()
-    try:
+    with FileLock(str(tmp_path / LOCK_NAME), timeout=0):
         (tmp_path / HOLDER_NAME).write_text("{not json")
         with pytest.raises(OutputFolderBusyError, match="being written by another process"):
             OutputFolderLock(tmp_path).__enter__()
-    finally:
-        raw.release()
