@@ -38,7 +38,8 @@ demo: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile quick
 
 # The full tiny benchmark (5/10-shot x 3 seeds, 10 rows with the ceiling, synthetic-only column, split-ratio
-# curve), evaluated on the test split: 82 min alone on a 2-core CPU VM (docs/bench-full-2026-12-06/report.md).
+# curve), evaluated on the test split: 82 min alone on a 2-core CPU VM on the prior v2
+# (docs/bench-full-2026-12-06/report.md); longer on v3, whose concept runs take about 1.7 times as long.
 # Tune on the validation split first: $(PY) benchmarks/tiny_benchmark.py --profile full --split validation
 bench: setup
 	$(PY) benchmarks/tiny_benchmark.py --profile full
@@ -48,7 +49,8 @@ bench: setup
 ASSET_RUN = --trainer.default_root_dir=runs/$(1) --trainer.callbacks.dirpath=runs/$(1)/checkpoints \
 	--trainer.logger.init_args.save_dir=runs/$(1)
 
-# Re-train the committed artifacts (slow on a CPU: wall time in docs/measurements/2026-11-22.md). The
+# Re-train the committed artifacts (slow on a CPU: the prior's wall time, about 6.5 h, is in its model card,
+# assets/tiny-fashion-prior-v3/README.md; the tiny CLIP's and the concepts' in theirs). The
 # configs and tools write under outputs/ by default; only these targets write into assets/ (the earlier
 # priors and the stages before the last are intermediates, written under outputs/).
 # The default prior, v3, from nothing: v2's three stages (its VAE and text encoder), then v3's two.
