@@ -5,8 +5,9 @@
     python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
     python benchmarks/tiny_benchmark.py --profile full --classifier-seeds 0 1 2  # 3 classifier runs a subset
 
-For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml; `--concept-runs K`:
-K times, keeping the run tools/select_concepts.py's label-free check prefers) and serve every method that
+For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml; 5-shot seed 0 uses the
+committed assets/concepts folder unless --concept-args are given; `--concept-runs K`: K times, keeping the run
+tools/select_concepts.py's label-free check prefers) and serve every method that
 needs them; each method expands the subset 5x (configs/expand/<method>.yaml); a classifier
 (configs/classifier.yaml) trains on real + synthetic and is evaluated on `--split`: `test` (default, the
 full test split: use it once, for the final table) or `validation` (carved from the training split,
