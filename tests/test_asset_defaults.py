@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import io
 import re
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -98,11 +99,13 @@ class _Parser(Exception):
     """Carries a tool's parser out of its main() before anything runs."""
 
 
-def tool_parsers():
+def tool_parsers(monkeypatch):
     scripts = sorted([*(REPO / "tools").glob("*.py"), *(REPO / "benchmarks").glob("*.py"), REPO / "sweep.py"])
     for path in scripts:
         spec = importlib.util.spec_from_file_location(f"_asset_check_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        # registered while it runs, as an import would: a dataclass looks its module up there
+        monkeypatch.setitem(sys.modules, spec.name, module)
         spec.loader.exec_module(module)
         if hasattr(module, "main"):
             yield path, module
@@ -115,7 +118,7 @@ def test_no_tool_argument_defaults_write_into_assets(monkeypatch):
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
     monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
     checked = []
-    for path, module in tool_parsers():
+    for path, module in tool_parsers(monkeypatch):
         with pytest.raises(_Parser) as got:
             module.main([])
         parser = got.value.args[0]
