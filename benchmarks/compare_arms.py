@@ -45,13 +45,19 @@ class ArmRow:
     set_quality: tuple[float, float] | None  # mean oracle faithfulness, diversity of the row's sets
 
 
+def record_path(folder: Path, row: str, split: str, shots: int, run: Run, own_seed: int) -> Path:
+    """Where the tiny benchmark keeps a run's record (the config's own classifier seed takes no suffix)."""
+    seed, cseed = run
+    return result_path(folder, row, MIXING, shots, seed, split, None if cseed == own_seed else cseed)
+
+
 def run_accuracy(
     folder: Path, row: str, split: str, shots: int, run: Run, own_seed: int
 ) -> tuple[float, str]:
     """A finished run's accuracy and the machine it names, from its record (an error names the missing or
     broken file)."""
     seed, cseed = run
-    path = result_path(folder, row, MIXING, shots, seed, split, None if cseed == own_seed else cseed)
+    path = record_path(folder, row, split, shots, run, own_seed)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: no record of {row} ({shots}-shot subset {seed}, classifier seed {cseed}, {split}); run "
@@ -66,10 +72,12 @@ def set_quality(folder: Path, row: str, shots: int, seeds: Sequence[int]) -> tup
     """Mean oracle faithfulness and diversity of a row's sets over the subsets; None unless every subset's
     set kept them."""
     method = ROWS[row]
+    if method is None:  # a row without a set
+        return None
     figures = []
     for seed in seeds:
         path = folder / "sets" / f"{method}-{shots}shot-seed{seed}" / "set_metrics.json"
-        if method is None or not path.is_file():
+        if not path.is_file():
             return None
         oracle = read_record(path, "oracle")["oracle"]
         values = (oracle.get("faithfulness"), oracle.get("diversity")) if isinstance(oracle, dict) else ()
@@ -104,9 +112,7 @@ def compare(
     original = {run: accuracy(base, ORIGINAL, run) for run in runs}
     for arm in arms:
         for run in runs:
-            path = result_path(
-                arm, ORIGINAL, MIXING, shots, run[0], split, None if run[1] == own_seed else run[1]
-            )
+            path = record_path(arm, ORIGINAL, split, shots, run, own_seed)
             if path.is_file() and (mine := accuracy(arm, ORIGINAL, run)) != (theirs := original[run]):
                 raise ValueError(
                     f"{path}: Original at {100 * mine:.2f} %, the base's at {100 * theirs:.2f} % on the same "
