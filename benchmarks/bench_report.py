@@ -213,13 +213,15 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def split_sentence(split: str) -> str:
-    """What the report's accuracies were measured on, and what that split is for."""
+def split_sentence(split: str, validation_per_class: int | None = None) -> str:
+    """What the report's accuracies were measured on, and what that split is for (`validation_per_class`:
+    the validation split's size, None for the default)."""
     if split == "validation":
         from diffexpand.data.subsets import RESERVED_SEEDS, RESERVED_SHOTS, VALIDATION_PER_CLASS
 
+        per_class = validation_per_class or VALIDATION_PER_CLASS
         return (
-            f"**Split: validation** — {VALIDATION_PER_CLASS} training images per class that no few-shot "
+            f"**Split: validation** — {per_class} training images per class that no few-shot "
             f"subset with seed < {RESERVED_SEEDS} and shots ≤ {RESERVED_SHOTS} selects (disjoint from the "
             "subsets, the ceiling sets and the test split). Every setting is chosen on this split; the "
             "final table is the one run with `--split test`."
@@ -318,7 +320,7 @@ def write_report(
         f"wall time {seconds / 60:.1f} min.",
         "",
         *machine_lines(results, here),
-        split_sentence(split),
+        split_sentence(split, profile.get("validation_per_class")),
         "",
         f"Fashion-MNIST n-shot subsets on {prior_phrase(profile.get('priors'))}, "
         f"expansion {EXPANSION_RATIO:g}x, "

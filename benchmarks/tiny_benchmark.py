@@ -3,6 +3,7 @@
     python benchmarks/tiny_benchmark.py --profile quick     # make demo: 5-shot, seed 0, 6 rows
     python benchmarks/tiny_benchmark.py --profile full      # make bench: 5/10-shot x 3 seeds, 10 rows
     python benchmarks/tiny_benchmark.py --split validation  # tune on the validation split
+    python benchmarks/tiny_benchmark.py --split validation --validation-per-class 500  # less noise
     python benchmarks/tiny_benchmark.py --profile full --classifier-seeds 0 1 2  # 3 classifier runs a subset
 
 For each n-shot subset and seed: the concepts are learned once (configs/concept.yaml; 5-shot seed 0 uses the
@@ -72,6 +73,7 @@ from benchmarks.stage_records import (  # noqa: E402
     write_record,
 )
 from diffexpand.classification.metrics import accuracy_per_class_from_confusion  # noqa: E402
+from diffexpand.data.subsets import VALIDATION_PER_CLASS  # noqa: E402
 
 COMMITTED_CONCEPTS = REPO / "assets" / "concepts"
 PERIODIC_VALIDATION_BATCHES = 1  # of the eval split, every 10 epochs (the final test pass reads all of it)
@@ -230,10 +232,12 @@ def make_set(
     return info
 
 
-def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
+def make_ceiling_set(
+    out: Path, shots: int, seed: int, validation_per_class: int = VALIDATION_PER_CLASS
+) -> dict:
     """The "Real xN" set of a subset (or the one already written): EXPANSION_RATIO x shots real training
-    images per class, outside the subset and the validation split, drawn by the subset's seed; returns
-    its folder and oracle metrics, like `make_set`."""
+    images per class, outside the subset and the validation split (`validation_per_class` images per
+    class), drawn by the subset's seed; returns its folder and oracle metrics, like `make_set`."""
     from diffexpand.data.readers import read_dataset
     from diffexpand.data.real_set import write_real_set
     from diffexpand.data.subsets import ceiling_indices, expanded_count, few_shot_indices, validation_indices
@@ -244,7 +248,15 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
     folder = out / "sets" / f"{CEILING_METHOD}-{shots}shot-seed{seed}"
     info_file = folder / "bench.json"
     if info_file.is_file():
-        return here(read_record(info_file, "folder"), folder)
+        done = read_record(info_file, "folder")
+        # a set drawn around another validation split may hold images the classifiers are evaluated on
+        made = done.get("validation_per_class", VALIDATION_PER_CLASS)  # records before the option: default
+        if made != validation_per_class:
+            raise ValueError(
+                f"{info_file} was drawn outside a validation split of {made} images per class, now "
+                f"{validation_per_class}: give this run another --out, or delete that set to remake it"
+            )
+        return here(done, folder)
     say(f"writing the {CEILING} set ({shots}-shot seed {seed})")
     data = read_dataset("fashion_mnist", None, "train")
     subset = few_shot_indices(data.labels, shots, seed)  # the classifier's real subset (classifier.yaml)
@@ -253,7 +265,7 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
         subset,
         per_class=expanded_count(shots, EXPANSION_RATIO),  # what a method adds per class
         seed=seed,
-        excluded=validation_indices(data.labels),
+        excluded=validation_indices(data.labels, per_class=validation_per_class),
     )
     write_real_set(folder, data, chosen, IMAGE_SIZE, seed)
     quality = evaluate_set(folder, OracleCNN.load(DEFAULT_ORACLE))["oracle"]
@@ -264,6 +276,8 @@ def make_ceiling_set(out: Path, shots: int, seed: int) -> dict:
         "faithfulness": quality["faithfulness"],
         "diversity": quality["diversity"],
     }
+    if validation_per_class != VALIDATION_PER_CLASS:  # the default's records stay as they were
+        info["validation_per_class"] = validation_per_class
     write_record(info_file, info)
     return info
 
@@ -423,7 +437,7 @@ def run_row(
     run made before records kept it)}."""
     method, mixing = ROWS[row], MIXING
     if method == CEILING_METHOD:
-        info = make_ceiling_set(out, shots, seed)
+        info = make_ceiling_set(out, shots, seed, args.validation_per_class)
     else:
         paper = args.paper_denoising
         info = make_set(out, method, shots, seed, concepts, args.expand_args, paper) if method else None
@@ -454,6 +468,27 @@ def mean_per_class(runs: list[dict]) -> dict:
         c: None if any(run[c] is None for run in runs) else statistics.mean(run[c] for run in runs)
         for c in runs[0]
     }
+
+
+def check_validation_size(parser: argparse.ArgumentParser, args) -> None:
+    """Refuse a validation size the run cannot honour, and hand a non-default one to every classifier
+    run (through --classifier-args, so that a finished run of another size is never reused)."""
+    per_class = args.validation_per_class
+    if any(a.startswith("--data.init_args.validation_per_class") for a in args.classifier_args):
+        parser.error(
+            "give the validation split's size by --validation-per-class, not --classifier-args: the ceiling "
+            "sets must be drawn outside the same split"
+        )
+    if per_class < 1:
+        parser.error(f"--validation-per-class must be at least 1, got {per_class}")
+    if per_class != VALIDATION_PER_CLASS and args.split != "validation":
+        parser.error(
+            "--validation-per-class only applies with --split validation (a test-split bench draws its "
+            f"ceiling sets outside the default {VALIDATION_PER_CLASS} images per class, as every committed "
+            "report did)"
+        )
+    if per_class != VALIDATION_PER_CLASS:
+        args.classifier_args = [*args.classifier_args, f"--data.init_args.validation_per_class={per_class}"]
 
 
 def main(argv=None) -> dict:
@@ -499,6 +534,14 @@ def main(argv=None) -> dict:
         "(default: once, with the config's seed)",
     )
     parser.add_argument(
+        "--validation-per-class",
+        type=int,
+        default=VALIDATION_PER_CLASS,
+        help="with --split validation: the validation split's images per class (default "
+        f"{VALIDATION_PER_CLASS}); a larger split measures a small difference between settings with less "
+        "noise, and the ceiling sets are drawn outside it",
+    )
+    parser.add_argument(
         "--paper-denoising",
         action="store_true",
         help="expand with each method's papers' solver and steps (configs/expand/paper/<method>.yaml)",
@@ -506,6 +549,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.concept_runs < 1:
         parser.error("--concept-runs must be at least 1")
+    check_validation_size(parser, args)
     cseeds: list = [None]  # the config's seed_everything: records made before classifier seeds match it
     if args.classifier_seeds is not None:
         if any(a.startswith("--seed_everything") for a in args.classifier_args):
@@ -522,6 +566,7 @@ def main(argv=None) -> dict:
     if args.synthetic_only is not None:
         profile["synthetic_only"] = args.synthetic_only
     profile["concept_runs"] = args.concept_runs
+    profile["validation_per_class"] = args.validation_per_class
     profile["classifier_seeds"] = args.classifier_seeds
     profile["priors"] = priors_used(profile["rows"], args.concept_args, args.expand_args)
     out = Path(args.out or f"outputs/bench-{args.profile}")

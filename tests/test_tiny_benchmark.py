@@ -179,6 +179,73 @@ def test_ceiling_set_has_the_expansion_count_per_class_outside_subset_and_valida
     assert tiny_benchmark.make_ceiling_set(tmp_path, shots=2, seed=3) == info and len(measured) == 1  # reused
 
 
+def test_a_larger_validation_split_moves_the_ceiling_set_outside_it_and_a_set_of_another_size_is_refused(
+    tmp_path, monkeypatch
+):
+    from diffexpand.data.fashion_mnist import load_fashion_mnist
+    from diffexpand.data.subsets import VALIDATION_PER_CLASS, validation_indices
+    from diffexpand.evaluation import synthetic_quality
+
+    fake_quality = lambda folder, oracle: {"oracle": {"faithfulness": 0.9, "diversity": 0.5}}  # noqa: E731
+    monkeypatch.setattr(synthetic_quality, "evaluate_set", fake_quality, raising=False)
+    labels = load_fashion_mnist("train")[1]
+    larger = validation_indices(labels, per_class=3 * VALIDATION_PER_CLASS)
+
+    def sources(out):
+        records = [json.loads(line) for line in (out / "sets/real-2shot-seed3/metadata.jsonl").open()]
+        return np.array([int(r["source_ids"][0].removeprefix("train/")) for r in records])
+
+    tiny_benchmark.make_ceiling_set(tmp_path / "default", shots=2, seed=3)
+    assert np.intersect1d(sources(tmp_path / "default"), larger).size  # the default's set would leak into it
+    info = tiny_benchmark.make_ceiling_set(tmp_path / "larger", 2, 3, 3 * VALIDATION_PER_CLASS)
+    assert info["images"] == 100 and not np.intersect1d(sources(tmp_path / "larger"), larger).size
+    assert tiny_benchmark.make_ceiling_set(tmp_path / "larger", 2, 3, 3 * VALIDATION_PER_CLASS) == info
+    for out, per_class in ((tmp_path / "larger", VALIDATION_PER_CLASS), (tmp_path / "default", 300)):
+        with pytest.raises(ValueError, match=r"real-2shot-seed3/bench.json was drawn outside a validation"):
+            tiny_benchmark.make_ceiling_set(out, 2, 3, per_class)
+
+
+def test_a_classifier_run_given_the_validation_size_is_evaluated_on_that_many_images_per_class(tmp_path):
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_val_batches=1", "--trainer.logger=false",
+             "--model.init_args.backbone=resnet10t", "--data.init_args.validation_per_class=3"]  # fmt: skip
+    tiny_benchmark.classify(tmp_path, "Original", None, "replace", 1, 0, quick, "validation")
+    result = json.loads((tmp_path / "classifier/validation/Original-1shot-seed0.json").read_text())
+    assert np.array(result["confusion"]).sum(axis=1).tolist() == [3] * 10
+
+
+def test_validation_per_class_reaches_every_classifier_run_the_ceiling_and_the_report(tmp_path, monkeypatch):
+    calls, ceilings = [], []
+
+    def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test", classifier_seed=None):
+        calls.append(extra)
+        return 0.6
+
+    fake_set = {"folder": "sets/x", "faithfulness": 0.9, "diversity": 0.5, "images_per_s": 1.0}
+    monkeypatch.setattr(tiny_benchmark, "classify", fake_classify)
+    monkeypatch.setattr(tiny_benchmark, "make_set", lambda *args: fake_set)
+    monkeypatch.setattr(
+        tiny_benchmark, "make_ceiling_set", lambda *args: ceilings.append(args[3]) or fake_set
+    )
+    monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
+    tiny_benchmark.main(["--out", str(tmp_path), "--split", "validation", "--validation-per-class", "400"])
+    assert calls and all(extra == ["--data.init_args.validation_per_class=400"] for extra in calls)
+    assert ceilings == [400]
+    assert (
+        "**Split: validation** — 400 training images per class"
+        in (tmp_path / "report-validation.md").read_text()
+    )
+    calls.clear()
+    tiny_benchmark.main(["--out", str(tmp_path / "default"), "--split", "validation"])
+    assert calls and all(extra == [] for extra in calls)  # the default's runs keep their records' settings
+    for argv in (
+        ["--validation-per-class", "400"],  # the test split
+        ["--split", "validation", "--validation-per-class", "0"],
+        ["--split", "validation", "--classifier-args=--data.init_args.validation_per_class=400"],
+    ):
+        with pytest.raises(SystemExit):
+            tiny_benchmark.main(["--out", str(tmp_path), *argv])
+
+
 def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkeypatch):
     """The orchestration, with the expensive stages replaced: which classifier runs the quick profile
     asks for, on which split, with which set and mixing."""
@@ -196,7 +263,7 @@ def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkey
     monkeypatch.setattr(tiny_benchmark, "classify", fake_classify)
     monkeypatch.setattr(tiny_benchmark, "make_set", fake_set)
     monkeypatch.setattr(
-        tiny_benchmark, "make_ceiling_set", lambda out, shots, seed: fake_set(out, "real", 0, 0)
+        tiny_benchmark, "make_ceiling_set", lambda out, shots, seed, per_class: fake_set(out, "real", 0, 0)
     )
     monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
     tiny_benchmark.main(["--profile", "quick", "--out", str(tmp_path), "--split", "validation"])
