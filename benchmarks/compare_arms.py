@@ -12,7 +12,9 @@ Original on the same subset and classifier seed, and prints, per row, a table: e
 over subsets (subsets won, runs won), each arm's per-run difference to the base (mean ± std, runs higher), and
 the sets' oracle faithfulness / diversity (sets/<method>-<shots>shot-seed<s>/set_metrics.json, where kept).
 An arm's own Original record, where it has one, must equal the base's: otherwise the two folders were not
-measured alike and nothing is paired. It reads only the records under the folders it is given.
+measured alike and nothing is paired; so must the validation split's size every record was evaluated on
+(tiny_benchmark.py --validation-per-class), which the header names. It reads only the records under the
+folders it is given.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from benchmarks.bench_protocol import ROWS, SPLITS, classifier_config_seed  # no
 from benchmarks.stage_records import read_record, recorded_accuracy  # noqa: E402
 from benchmarks.tiny_benchmark import MIXING, result_path  # noqa: E402
 from diffexpand.classification.paired import PairedGains, paired_gains  # noqa: E402
+from diffexpand.data.subsets import VALIDATION_PER_CLASS  # noqa: E402
 
 ORIGINAL = "Original"
 Run = tuple[int, int]  # (subset seed, classifier seed)
+VALIDATION_SIZE_ARG = "--data.init_args.validation_per_class="  # what tiny_benchmark.py hands a classifier
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,25 @@ def record_path(folder: Path, row: str, split: str, shots: int, run: Run, own_se
     return result_path(folder, row, MIXING, shots, seed, split, None if cseed == own_seed else cseed)
 
 
+def validation_size(path: Path, record: dict) -> int:
+    """The validation split's images per class the run of `record` (read from `path`) was evaluated on:
+    its extra settings name a size other than the default; a record without settings predates the option."""
+    settings = record.get("settings")
+    extra = settings.get("extra") if isinstance(settings, dict) else None
+    given = [a for a in extra or [] if isinstance(a, str) and a.startswith(VALIDATION_SIZE_ARG)]
+    if not given:
+        return VALIDATION_PER_CLASS
+    value = given[-1].removeprefix(VALIDATION_SIZE_ARG)
+    if not value.isdigit():
+        raise ValueError(f"{path}: its settings give the validation split's size as {value!r}, not a number")
+    return int(value)
+
+
 def run_accuracy(
     folder: Path, row: str, split: str, shots: int, run: Run, own_seed: int
-) -> tuple[float, str]:
-    """A finished run's accuracy and the machine it names, from its record (an error names the missing or
-    broken file)."""
+) -> tuple[float, str, int]:
+    """A finished run's accuracy, the machine it names and the validation split's images per class it
+    was evaluated on, from its record (an error names the missing or broken file)."""
     seed, cseed = run
     path = record_path(folder, row, split, shots, run, own_seed)
     if not path.is_file():
@@ -65,7 +83,8 @@ def run_accuracy(
         )
     record = read_record(path, "metrics")
     machine = record.get("machine")
-    return recorded_accuracy(path, record, f"{split}/acc"), machine if isinstance(machine, str) else "unknown"
+    accuracy = recorded_accuracy(path, record, f"{split}/acc")
+    return accuracy, machine if isinstance(machine, str) else "unknown", validation_size(path, record)
 
 
 def set_quality(folder: Path, row: str, shots: int, seeds: Sequence[int]) -> tuple[float, float] | None:
@@ -103,10 +122,19 @@ def compare(
     own_seed = classifier_config_seed()
     runs = [(s, c) for s in seeds for c in classifier_seeds]
     machines: set[str] = set()
+    sizes: dict[int, Path] = {}  # validation images per class -> the first record evaluated on them
 
     def accuracy(folder: Path, row: str, run: Run) -> float:
-        value, machine = run_accuracy(folder, row, split, shots, run, own_seed)
+        value, machine, size = run_accuracy(folder, row, split, shots, run, own_seed)
         machines.add(machine)
+        sizes.setdefault(size, folder)
+        if split == "validation" and len(sizes) > 1:
+            path = record_path(folder, row, split, shots, run, own_seed)
+            raise ValueError(
+                f"{path}: evaluated on a validation split of {size} images per class, other runs on "
+                f"{', '.join(f'{n} ({f})' for n, f in sizes.items() if n != size)}; runs evaluated on "
+                "other images do not pair"
+            )
         return value
 
     original = {run: accuracy(base, ORIGINAL, run) for run in runs}
@@ -151,12 +179,16 @@ def render(
     shots: int,
     seeds: Sequence[int],
     classifier_seeds: Sequence[int],
+    validation_per_class: int = VALIDATION_PER_CLASS,
 ) -> str:
     """The comparison as Markdown: one table per row, a column per folder."""
     cs = " / ".join(str(c) for c in classifier_seeds)
     original_mean = 100 * statistics.mean(original.values())
+    where = f"{split} split" + (
+        f" ({validation_per_class} images per class)" if split == "validation" else ""
+    )
     lines = [
-        f"Paired gain over the base's Original, {split} split, {shots}-shot, subsets {list(seeds)} × "
+        f"Paired gain over the base's Original, {where}, {shots}-shot, subsets {list(seeds)} × "
         f"classifier seeds {list(classifier_seeds)}, points. Original: {original_mean:.2f} % over the "
         f"{len(original)} runs.",
         f"Machines named by the records: {', '.join(sorted(machines))}.",
@@ -212,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--rows", nargs="+", default=["Diff-II"], choices=[r for r in ROWS if r != ORIGINAL])
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    classifier_seeds = args.classifier_seeds or [classifier_config_seed()]
+    own = classifier_config_seed()
+    classifier_seeds = args.classifier_seeds or [own]
     for name, values in (
         ("--seeds", args.seeds),
         ("--classifier-seeds", classifier_seeds),
@@ -230,7 +263,12 @@ def main(argv: Sequence[str] | None = None) -> str:
     table, original, machines = compare(
         args.base, args.arms, args.rows, args.split, args.shots, args.seeds, classifier_seeds
     )
-    text = render(table, original, machines, args.split, args.shots, args.seeds, classifier_seeds)
+    # compare() has checked that every run was evaluated on one split: the base's first Original names it
+    first = record_path(
+        args.base, ORIGINAL, args.split, args.shots, (args.seeds[0], classifier_seeds[0]), own
+    )
+    size = validation_size(first, read_record(first))
+    text = render(table, original, machines, args.split, args.shots, args.seeds, classifier_seeds, size)
     print(text, end="")
     if args.out:
         args.out.write_text(text)

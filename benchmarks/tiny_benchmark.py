@@ -331,6 +331,11 @@ def classify(
     settings = classifier_settings(synthetic, extra)
     if result_file.is_file():
         done = reused(result_file, settings, "metrics")
+        if "settings" not in done and any("validation_per_class" in a for a in extra):
+            raise ValueError(  # a record from before settings were kept was evaluated on the default split
+                f"{result_file} predates the records' settings, so nothing says which validation split it "
+                "was evaluated on: give this run another --out, or delete that stage to remake it"
+            )
         if done.get("mixing", mixing) != mixing:  # the protocol's mixing, not a setting: checked here
             raise ValueError(
                 f"{result_file} was made with mixing {done['mixing']}, now {mixing}: give this run another "
@@ -474,7 +479,8 @@ def check_validation_size(parser: argparse.ArgumentParser, args) -> None:
     """Refuse a validation size the run cannot honour, and hand a non-default one to every classifier
     run (through --classifier-args, so that a finished run of another size is never reused)."""
     per_class = args.validation_per_class
-    if any(a.startswith("--data.init_args.validation_per_class") for a in args.classifier_args):
+    # any spelling (--data.validation_per_class, a --data dict, ...): the ceiling sets must match it
+    if any("validation_per_class" in a for a in args.classifier_args):
         parser.error(
             "give the validation split's size by --validation-per-class, not --classifier-args: the ceiling "
             "sets must be drawn outside the same split"
@@ -488,6 +494,13 @@ def check_validation_size(parser: argparse.ArgumentParser, args) -> None:
             "report did)"
         )
     if per_class != VALIDATION_PER_CLASS:
+        from diffexpand.data.readers import read_dataset
+        from diffexpand.data.subsets import validation_indices
+
+        try:  # now, not after the first subset's concepts have been learned
+            validation_indices(read_dataset("fashion_mnist", None, "train").labels, per_class)
+        except ValueError as err:
+            parser.error(f"--validation-per-class {per_class}: {err}")
         args.classifier_args = [*args.classifier_args, f"--data.init_args.validation_per_class={per_class}"]
 
 

@@ -159,6 +159,25 @@ class TestSet(Dataset):
 EVAL_SPLITS = ("test", "validation")
 
 
+def refuse_sets_made_from(sets: list[SyntheticSet], held: set[str]) -> None:
+    """Refuse a set any of whose records names an image of `held` (the validation split's ids) among its
+    `source_ids`: a real set drawn around a smaller validation split, or an img2img set made from a
+    subset that overlaps it, would train the classifier on what it is evaluated on."""
+    for synthetic in sets:
+        for i, record in enumerate(synthetic.records):
+            sources = record.get("source_ids")
+            hits = (
+                [s for s in sources if isinstance(s, str) and s in held] if isinstance(sources, list) else []
+            )
+            if hits:
+                line = synthetic.checked.lines[i]
+                raise ValueError(
+                    f"synthetic set {synthetic.folder}: metadata.jsonl line {line} was made from "
+                    f"{hits[0]}, an image of the validation split the classifier is evaluated on; remake "
+                    "the set from images outside it (a ceiling set: drawn with the same validation_per_class)"
+                )
+
+
 class ClassificationDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -240,6 +259,9 @@ class ClassificationDataModule(L.LightningDataModule):
         hp, data = self.hparams, self._read()
         if stage in (None, "fit"):
             synthetic = [SyntheticSet.read(f, self.num_classes) for f in hp.synthetic or []]
+            if hp.eval_split == "validation":
+                held = {data.ids[int(i)] for i in self._validation_indices()}
+                refuse_sets_made_from(synthetic, held)
             self.train_set = TrainSet(
                 data,
                 self.indices,

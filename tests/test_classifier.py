@@ -332,6 +332,36 @@ def test_validation_split_refuses_a_training_subset_that_overlaps_it_and_bad_set
         too_many.setup("test")
 
 
+def test_validation_split_refuses_a_set_made_from_its_images(tmp_path):
+    """A set whose records name a validation image as their source (e.g. a ceiling set drawn around a
+    smaller validation split) would train on what the classifier is evaluated on."""
+    from diffexpand.data.readers import read_dataset
+    from diffexpand.data.real_set import write_real_set
+    from diffexpand.data.subsets import few_shot_indices, validation_indices
+
+    data = read_dataset("fashion_mnist", None, "train")
+    outside = few_shot_indices(data.labels, 20, 9)[-10:]  # reserved: never in any validation split
+    # in the 300-per-class split, not in the default 100-per-class one
+    inside = np.setdiff1d(validation_indices(data.labels, per_class=300), validation_indices(data.labels))[:1]
+    write_real_set(tmp_path / "mixed", data, np.sort(np.concatenate([outside, inside])), 32, 0)
+    real = {"dataset": "fashion_mnist", "shots": 5, "seed": 0}
+    for per_class in (300, 100):  # a larger split holds the image; the default's does not
+        module = ClassificationDataModule(
+            real=real,
+            synthetic=[str(tmp_path / "mixed")],
+            eval_split="validation",
+            validation_per_class=per_class,
+        )
+        if per_class == 300:
+            with pytest.raises(
+                ValueError, match=rf"mixed: metadata.jsonl line \d+ was made from train/0*{inside[0]},"
+            ):
+                module.setup("fit")
+        else:
+            module.setup("fit")
+            assert len(module.train_set.synthetic[0]) == 11
+
+
 def test_classifier_names_its_figures_after_the_split_it_was_evaluated_on(tmp_path):
     import train
 

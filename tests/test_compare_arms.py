@@ -12,11 +12,14 @@ from benchmarks.tiny_benchmark import MIXING, result_path
 MACHINE = "CPU test, 2 threads"
 
 
-def write_run(folder, row, seed, cseed, acc, machine=MACHINE, split="validation", shots=5):
+def write_run(folder, row, seed, cseed, acc, machine=MACHINE, split="validation", shots=5, extra=()):
     own = classifier_config_seed()
     path = result_path(folder, row, MIXING, shots, seed, split, None if cseed == own else cseed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"split": split, "metrics": {f"{split}/acc": acc}, "machine": machine}))
+    record = {"split": split, "metrics": {f"{split}/acc": acc}, "machine": machine}
+    if extra:
+        record["settings"] = {"extra": list(extra)}
+    path.write_text(json.dumps(record))
     return path
 
 
@@ -85,6 +88,28 @@ def test_records_from_two_machines_are_flagged(tmp_path):
     base, arm = two_arms(tmp_path)
     write_run(arm, "Diff-II", 1, 1, 0.67, machine="CPU other, 2 threads")
     assert "**Warning: the records name more than one machine" in compare_arms.main(args(base, arm))
+
+
+def test_runs_on_validation_splits_of_two_sizes_are_refused_and_the_size_is_named(tmp_path):
+    base, arm = two_arms(tmp_path)
+    assert "validation split (100 images per class)" in compare_arms.main(args(base, arm))
+    larger = ["--data.init_args.validation_per_class=500"]
+    for folder, accuracies in ((base, ORIGINAL), (arm, ORIGINAL)):  # the same Original, another split
+        for run, acc in accuracies.items():
+            write_run(folder, "Original", *run, acc, extra=larger)
+    with pytest.raises(
+        ValueError, match=r"Diff-II-5shot-seed0.*: evaluated on a validation split of 100 images"
+    ):
+        compare_arms.main(args(base, arm))
+    for run in BASE:
+        write_run(base, "Diff-II", *run, BASE[run], extra=larger)
+        write_run(arm, "Diff-II", *run, ARM[run], extra=larger)
+    assert "validation split (500 images per class)" in compare_arms.main(args(base, arm))
+    broken = write_run(arm, "Diff-II", 1, 1, 0.67, extra=["--data.init_args.validation_per_class=lots"])
+    with pytest.raises(
+        ValueError, match=rf"{broken}: its settings give the validation split's size as 'lots'"
+    ):
+        compare_arms.main(args(base, arm))
 
 
 def test_an_arm_whose_original_differs_from_the_bases_is_refused(tmp_path):

@@ -85,6 +85,7 @@ def test_quick_report_without_synthetic_only_says_so_and_validation_runs_keep_th
     assert "synthetic only %" not in text and "full profile only" in text
     assert "| Real ×5 | 69.33 ± 1.15 | +7.33 ± 1.15 | 3/3 | 100% | 0.940 | 0.520 | — |" in text
     assert "**Split: validation**" in text and "(quick profile, validation split)" in text
+    assert "— 100 training images per class" in text  # the default size, when the profile names none
     assert (tmp_path / "report-validation.md").is_file() and (tmp_path / "results-validation.csv").is_file()
     assert not (tmp_path / "report.md").exists() and not (tmp_path / "results.csv").exists()
 
@@ -174,6 +175,9 @@ def test_ceiling_set_has_the_expansion_count_per_class_outside_subset_and_valida
     assert written == labels[sources].tolist() and written == sorted(written)  # true labels, class order
     assert not np.intersect1d(sources, few_shot_indices(labels, 2, 3)).size
     assert not np.intersect1d(sources, validation_indices(labels)).size
+    assert "validation_per_class" not in json.loads(
+        (tmp_path / "sets/real-2shot-seed3/bench.json").read_text()
+    )
     syn = SyntheticSet.read(tmp_path / "sets/real-2shot-seed3", 10)
     assert syn.image(0).size == (tiny_benchmark.IMAGE_SIZE,) * 2 == (32, 32)
     assert tiny_benchmark.make_ceiling_set(tmp_path, shots=2, seed=3) == info and len(measured) == 1  # reused
@@ -213,7 +217,9 @@ def test_a_classifier_run_given_the_validation_size_is_evaluated_on_that_many_im
     assert np.array(result["confusion"]).sum(axis=1).tolist() == [3] * 10
 
 
-def test_validation_per_class_reaches_every_classifier_run_the_ceiling_and_the_report(tmp_path, monkeypatch):
+def test_validation_per_class_reaches_every_classifier_run_the_ceiling_and_the_report(
+    tmp_path, monkeypatch, capsys
+):
     calls, ceilings = [], []
 
     def fake_classify(out, row, synthetic, mixing, shots, seed, extra, split="test", classifier_seed=None):
@@ -229,6 +235,7 @@ def test_validation_per_class_reaches_every_classifier_run_the_ceiling_and_the_r
     monkeypatch.setattr(tiny_benchmark, "ensure_concepts", lambda *args: tmp_path)
     tiny_benchmark.main(["--out", str(tmp_path), "--split", "validation", "--validation-per-class", "400"])
     assert calls and all(extra == ["--data.init_args.validation_per_class=400"] for extra in calls)
+    calls_extra = calls[0]
     assert ceilings == [400]
     assert (
         "**Split: validation** — 400 training images per class"
@@ -237,13 +244,27 @@ def test_validation_per_class_reaches_every_classifier_run_the_ceiling_and_the_r
     calls.clear()
     tiny_benchmark.main(["--out", str(tmp_path / "default"), "--split", "validation"])
     assert calls and all(extra == [] for extra in calls)  # the default's runs keep their records' settings
-    for argv in (
-        ["--validation-per-class", "400"],  # the test split
-        ["--split", "validation", "--validation-per-class", "0"],
-        ["--split", "validation", "--classifier-args=--data.init_args.validation_per_class=400"],
+    for argv, message in (
+        (["--validation-per-class", "400"], "only applies with --split validation"),
+        (["--split", "validation", "--validation-per-class", "0"], "must be at least 1, got 0"),
+        (["--split", "validation", "--validation-per-class", "6000"], "per_class=6000 asks for more images"),
+        (
+            ["--split", "validation", "--classifier-args=--data.validation_per_class=4"],
+            "not --classifier-args",
+        ),
     ):
         with pytest.raises(SystemExit):
             tiny_benchmark.main(["--out", str(tmp_path), *argv])
+        assert message in capsys.readouterr().err
+    calls.clear()
+    old = tmp_path / "old" / "classifier" / "validation" / "Original-5shot-seed0.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"metrics": {"validation/acc": 0.6}}))  # made before records kept settings
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=f"{old} predates the records' settings"):
+        tiny_benchmark.classify(
+            tmp_path / "old", "Original", None, "replace", 5, 0, calls_extra, "validation"
+        )
 
 
 def test_main_runs_every_row_on_the_asked_split_with_one_mixing(tmp_path, monkeypatch):
