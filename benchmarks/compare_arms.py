@@ -30,13 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 
 from benchmarks.bench_protocol import ROWS, SPLITS, classifier_config_seed  # noqa: E402
 from benchmarks.stage_records import read_record, recorded_accuracy  # noqa: E402
-from benchmarks.tiny_benchmark import MIXING, result_path  # noqa: E402
+from benchmarks.tiny_benchmark import MIXING, VALIDATION_SIZE_ARG, result_path  # noqa: E402
 from diffexpand.classification.paired import PairedGains, paired_gains  # noqa: E402
 from diffexpand.data.subsets import VALIDATION_PER_CLASS  # noqa: E402
 
 ORIGINAL = "Original"
 Run = tuple[int, int]  # (subset seed, classifier seed)
-VALIDATION_SIZE_ARG = "--data.init_args.validation_per_class="  # what tiny_benchmark.py hands a classifier
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,10 @@ def compare(
     shots: int,
     seeds: Sequence[int],
     classifier_seeds: Sequence[int],
-) -> tuple[dict[str, dict[Path, ArmRow]], dict[Run, float], set[str]]:
+) -> tuple[dict[str, dict[Path, ArmRow]], dict[Run, float], set[str], int]:
     """Per row, per folder (the base first), its runs paired with the base's Original; also the base's
-    Original accuracy per run and the machines the records name."""
+    Original accuracy per run, the machines the records name and the validation split's images per class
+    they were all evaluated on."""
     own_seed = classifier_config_seed()
     runs = [(s, c) for s in seeds for c in classifier_seeds]
     machines: set[str] = set()
@@ -163,7 +163,7 @@ def compare(
                 against_base=None if folder == base else paired_gains(acc, base_acc),
                 set_quality=set_quality(folder, row, shots, seeds),
             )
-    return table, original, machines
+    return table, original, machines, next(iter(sizes))
 
 
 def points(value: float, std: float | None = None) -> str:
@@ -244,8 +244,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--rows", nargs="+", default=["Diff-II"], choices=[r for r in ROWS if r != ORIGINAL])
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown here")
     args = parser.parse_args(argv)
-    own = classifier_config_seed()
-    classifier_seeds = args.classifier_seeds or [own]
+    classifier_seeds = args.classifier_seeds or [classifier_config_seed()]
     for name, values in (
         ("--seeds", args.seeds),
         ("--classifier-seeds", classifier_seeds),
@@ -260,14 +259,9 @@ def main(argv: Sequence[str] | None = None) -> str:
         parser.error(f"not a folder: {', '.join(missing)}")
     if len({f.name for f in folders}) != len(folders):
         parser.error("the folders' names label the columns, so they must differ")
-    table, original, machines = compare(
+    table, original, machines, size = compare(
         args.base, args.arms, args.rows, args.split, args.shots, args.seeds, classifier_seeds
     )
-    # compare() has checked that every run was evaluated on one split: the base's first Original names it
-    first = record_path(
-        args.base, ORIGINAL, args.split, args.shots, (args.seeds[0], classifier_seeds[0]), own
-    )
-    size = validation_size(first, read_record(first))
     text = render(table, original, machines, args.split, args.shots, args.seeds, classifier_seeds, size)
     print(text, end="")
     if args.out:

@@ -76,6 +76,7 @@ from diffexpand.classification.metrics import accuracy_per_class_from_confusion 
 from diffexpand.data.subsets import VALIDATION_PER_CLASS  # noqa: E402
 
 COMMITTED_CONCEPTS = REPO / "assets" / "concepts"
+VALIDATION_SIZE_ARG = "--data.init_args.validation_per_class="  # how a classifier run is given the size
 PERIODIC_VALIDATION_BATCHES = 1  # of the eval split, every 10 epochs (the final test pass reads all of it)
 
 
@@ -501,7 +502,7 @@ def check_validation_size(parser: argparse.ArgumentParser, args) -> None:
             validation_indices(read_dataset("fashion_mnist", None, "train").labels, per_class)
         except ValueError as err:
             parser.error(f"--validation-per-class {per_class}: {err}")
-        args.classifier_args = [*args.classifier_args, f"--data.init_args.validation_per_class={per_class}"]
+        args.classifier_args = [*args.classifier_args, f"{VALIDATION_SIZE_ARG}{per_class}"]
 
 
 def main(argv=None) -> dict:

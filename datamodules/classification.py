@@ -212,6 +212,7 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"validation_per_class must be >= 1, got {validation_per_class}")
         self.save_hyperparameters()
         self._train_data = None
+        self._validation = None  # the validation split's indices, once computed and checked
 
     @property
     def eval_split(self) -> str:
@@ -289,7 +290,10 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _validation_indices(self):
         """The validation split's training-split indices, refused when the training subset overlaps it
-        (the validation split is disjoint only from the few-shot subsets it reserves)."""
+        (the validation split is disjoint only from the few-shot subsets it reserves). Computed once: the
+        set check and the evaluation data both need it."""
+        if self._validation is not None:
+            return self._validation
         data, a = self._read(), self._subset_args()
         try:
             chosen = validation_indices(data.labels, self.hparams.validation_per_class)
@@ -302,6 +306,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 f"seed={a['seed']}) holds {shared.size} image(s) of the validation split; it is disjoint "
                 f"only from few-shot subsets with seed < {RESERVED_SEEDS} and shots <= {RESERVED_SHOTS}"
             )
+        self._validation = chosen
         return chosen
 
     def train_dataloader(self) -> DataLoader:

@@ -52,10 +52,10 @@ def args(base, arm, *extra):
 
 def test_each_run_pairs_with_the_bases_original_and_the_arm_with_the_base(tmp_path):
     base, arm = two_arms(tmp_path)
-    table, original, machines = compare_arms.compare(
+    table, original, machines, size = compare_arms.compare(
         base, [arm], ["Diff-II"], "validation", 5, [0, 1], [0, 1]
     )
-    assert original == ORIGINAL and machines == {MACHINE}
+    assert original == ORIGINAL and machines == {MACHINE} and size == 100
     got_base, got_arm = table["Diff-II"][base], table["Diff-II"][arm]
     assert got_arm.gains == pytest.approx({(0, 0): 0.05, (0, 1): 0.04, (1, 0): 0.0, (1, 1): -0.01})
     # subsets: each subset's accuracy is the mean of its classifier runs, paired with Original's mean
