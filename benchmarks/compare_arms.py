@@ -9,8 +9,10 @@ A check of one change runs the tiny benchmark into a base folder and one folder 
 copied into each arm, or trained again there). This reads the classifier records they left
 (classifier/<split>/<row>-<shots>shot-seed<s>[-cs<c>].json), pairs every run of a row with the base's
 Original on the same subset and classifier seed, and prints, per row, a table: each run's gain, the mean ± std
-over subsets (subsets won, runs won), each arm's per-run difference to the base (mean ± std, runs higher), and
-the sets' oracle faithfulness / diversity (sets/<method>-<shots>shot-seed<s>/set_metrics.json, where kept).
+over subsets (subsets won, runs won), each arm's per-run difference to the base (mean ± std, runs higher),
+the run spread (the pooled standard deviation of a run's gain within a subset: the noise of one run, which a
+larger validation split or more classifier seeds can shrink), and the sets' oracle faithfulness / diversity
+(sets/<method>-<shots>shot-seed<s>/set_metrics.json, where kept).
 An arm's own Original record, where it has one, must equal the base's: otherwise the two folders were not
 measured alike and nothing is paired; so must the validation split's size every record was evaluated on
 (tiny_benchmark.py --validation-per-class), which the header names. It reads only the records under the
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script:
 from benchmarks.bench_protocol import ROWS, SPLITS, classifier_config_seed  # noqa: E402
 from benchmarks.stage_records import read_record, recorded_accuracy  # noqa: E402
 from benchmarks.tiny_benchmark import MIXING, VALIDATION_SIZE_ARG, result_path  # noqa: E402
-from diffexpand.classification.paired import PairedGains, paired_gains  # noqa: E402
+from diffexpand.classification.paired import PairedGains, paired_gains, pooled_within_std  # noqa: E402
 from diffexpand.data.subsets import VALIDATION_PER_CLASS  # noqa: E402
 
 ORIGINAL = "Original"
@@ -45,6 +47,7 @@ class ArmRow:
     gains: dict[Run, float]  # run -> row accuracy − the base's Original accuracy on that run
     per_subset: PairedGains  # over subsets, each subset's accuracy the mean of its classifier runs
     against_base: PairedGains | None  # per run, this folder's accuracy − the base's (None for the base)
+    run_spread: float | None  # a run's noise: pooled std of the gains within a subset (None: one seed)
     set_quality: tuple[float, float] | None  # mean oracle faithfulness, diversity of the row's sets
 
 
@@ -161,6 +164,9 @@ def compare(
                 gains={run: acc[run] - original[run] for run in runs},
                 per_subset=paired_gains(subset_means(acc), subset_means(original)),
                 against_base=None if folder == base else paired_gains(acc, base_acc),
+                run_spread=pooled_within_std(
+                    {s: [acc[(s, c)] - original[(s, c)] for c in classifier_seeds] for s in seeds}
+                ),
                 set_quality=set_quality(folder, row, shots, seeds),
             )
     return table, original, machines, next(iter(sizes))
@@ -226,6 +232,10 @@ def render(
             for f in folders
         ]
         lines.append("| per run against the base (runs higher) | " + " | ".join(against) + " |")
+        spread = ["—" if (r := by_folder[f].run_spread) is None else f"{100 * r:.2f}" for f in folders]
+        lines.append(
+            "| run spread: pooled std of a run's gain within a subset | " + " | ".join(spread) + " |"
+        )
         quality = [
             "—" if (q := by_folder[f].set_quality) is None else f"{q[0]:.3f} / {q[1]:.3f}" for f in folders
         ]
@@ -236,7 +246,9 @@ def render(
 def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("base", type=Path, help="the tiny-benchmark --out folder of the base arm")
-    parser.add_argument("arms", type=Path, nargs="+", help="the --out folders of the arms")
+    parser.add_argument(
+        "arms", type=Path, nargs="*", help="the --out folders of the arms (none: the base's own figures)"
+    )
     parser.add_argument("--split", choices=SPLITS, default="validation")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="subset seeds")

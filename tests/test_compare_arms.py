@@ -2,6 +2,7 @@
 on hand-made classifier records; and the records it refuses."""
 
 import json
+import math
 
 import pytest
 
@@ -66,6 +67,19 @@ def test_each_run_pairs_with_the_bases_original_and_the_arm_with_the_base(tmp_pa
     assert got_base.against_base is None
     assert got_arm.against_base.mean == pytest.approx(0.01) and got_arm.against_base.wins == 3
     assert got_arm.set_quality is None  # no set kept its metrics
+    # a run's noise within a subset: base gains (+3, +1) and (−1, +1) have variance 2 each (points²),
+    # the arm's (+5, +4) and (0, −1) 0.5 each
+    assert got_base.run_spread == pytest.approx(math.sqrt(2) / 100)
+    assert got_arm.run_spread == pytest.approx(math.sqrt(0.5) / 100)
+
+
+def test_the_base_alone_prints_its_own_figures_and_run_spread(tmp_path):
+    base, _ = two_arms(tmp_path)
+    text = compare_arms.main([str(base), "--seeds", "0", "1", "--classifier-seeds", "0", "1"])
+    assert "| run spread: pooled std of a run's gain within a subset | 1.41 |" in text
+    assert "| per run against the base (runs higher) | — |" in text
+    one_seed = compare_arms.main([str(base), "--seeds", "0", "1", "--classifier-seeds", "0"])
+    assert "| run spread: pooled std of a run's gain within a subset | — |" in one_seed
 
 
 def test_the_report_shows_runs_summaries_and_set_quality(tmp_path, capsys):

@@ -5,7 +5,12 @@ import math
 
 import pytest
 
-from diffexpand.classification.paired import paired_gains, paired_gains_per_class, share_of_ceiling
+from diffexpand.classification.paired import (
+    paired_gains,
+    paired_gains_per_class,
+    pooled_within_std,
+    share_of_ceiling,
+)
 
 
 def test_paired_gains_mean_std_and_wins():
@@ -61,3 +66,11 @@ def test_per_class_gains_say_where_a_gain_comes_from():
         paired_gains_per_class({0: method[0]}, original)
     with pytest.raises(ValueError, match="classes differ"):
         paired_gains_per_class({0: {"top": 0.6}, 1: method[1]}, original)
+
+
+def test_pooled_within_std_weights_each_group_by_its_degrees_of_freedom():
+    # variances 2 (1 degree of freedom) and 3 (2): pooled (2 + 6) / 3; a lone value adds nothing
+    assert pooled_within_std({0: [1.0, 3.0], 1: [2.0, 2.0, 5.0], 2: [9.0]}) == pytest.approx(math.sqrt(8 / 3))
+    assert pooled_within_std({0: [1.0], 1: [4.0]}) is None  # no group has two values
+    with pytest.raises(ValueError, match="group 1"):
+        pooled_within_std({0: [1.0, 2.0], 1: [float("nan"), 1.0]})

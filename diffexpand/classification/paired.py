@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -49,6 +49,23 @@ def paired_gains(method: Mapping[int, float], original: Mapping[int, float]) -> 
     values = list(gains.values())
     std = statistics.stdev(values) if len(values) > 1 else None
     return PairedGains(gains, statistics.mean(values), std, sum(g > 0 for g in values))
+
+
+def pooled_within_std(groups: Mapping[object, Sequence[float]]) -> float | None:
+    """The pooled standard deviation within groups: sqrt(sum of (n_i − 1)·s_i² / sum of (n_i − 1)).
+
+    With the runs of one subset as a group (its classifier seeds), it is the noise of one run's gain with the
+    subset held fixed: what a larger evaluation split or more classifier seeds can shrink, which the spread
+    over subsets mixes with how much the subsets differ. None when no group has two values."""
+    squares, freedom = 0.0, 0
+    for key, values in groups.items():
+        values = list(values)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            raise ValueError(f"group {key!r}: values {values!r} are not all finite numbers")
+        if len(values) > 1:
+            squares += (len(values) - 1) * statistics.variance(values)
+            freedom += len(values) - 1
+    return math.sqrt(squares / freedom) if freedom else None
 
 
 def share_of_ceiling(gain: float, ceiling_gain: float) -> float | None:
