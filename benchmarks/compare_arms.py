@@ -47,8 +47,15 @@ class ArmRow:
     gains: dict[Run, float]  # run -> row accuracy − the base's Original accuracy on that run
     per_subset: PairedGains  # over subsets, each subset's accuracy the mean of its classifier runs
     against_base: PairedGains | None  # per run, this folder's accuracy − the base's (None for the base)
-    run_spread: float | None  # a run's noise: pooled std of the gains within a subset (None: one seed)
     set_quality: tuple[float, float] | None  # mean oracle faithfulness, diversity of the row's sets
+
+    @property
+    def run_spread(self) -> float | None:
+        """A run's noise: the pooled std of the gains within a subset (None with one classifier seed)."""
+        by_subset: dict[int, list[float]] = {}
+        for (seed, _), gain in self.gains.items():
+            by_subset.setdefault(seed, []).append(gain)
+        return pooled_within_std(by_subset)
 
 
 def record_path(folder: Path, row: str, split: str, shots: int, run: Run, own_seed: int) -> Path:
@@ -164,9 +171,6 @@ def compare(
                 gains={run: acc[run] - original[run] for run in runs},
                 per_subset=paired_gains(subset_means(acc), subset_means(original)),
                 against_base=None if folder == base else paired_gains(acc, base_acc),
-                run_spread=pooled_within_std(
-                    {s: [acc[(s, c)] - original[(s, c)] for c in classifier_seeds] for s in seeds}
-                ),
                 set_quality=set_quality(folder, row, shots, seeds),
             )
     return table, original, machines, next(iter(sizes))
