@@ -12,12 +12,23 @@ import yaml
 
 from benchmarks.bench_protocol import say
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
-def inputs_digest(*paths: Path) -> str:
-    """A digest of the files a stage reads (config files, a concept folder, a set's images), so a stage
-    made from other versions of them is not taken for this one. A folder counts with every file in it
-    (by relative name and content); a path that does not exist counts as absent. A link inside a folder
-    that leads out of it is refused: the digest reads only what the folder holds."""
+
+def config_meaning(data: bytes) -> bytes | None:
+    """A config file's content as the CLI reads it (jsonargparse's YAML loader), serialised: the same for two
+    files that differ only in comments, layout or quoting the loader reads alike (key order still counts).
+    None for a file that is not such a config (not UTF-8 text, not YAML, a self-referencing anchor): it
+    then counts by its bytes."""
+    from jsonargparse import get_loader
+
+    try:
+        return json.dumps(get_loader("yaml")(data.decode()), default=repr).encode()
+    except (UnicodeDecodeError, yaml.YAMLError, ValueError):
+        return None
+
+
+def _digest(paths: tuple[Path, ...], by_meaning: bool) -> str:
     digest = hashlib.sha256()
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -25,9 +36,39 @@ def inputs_digest(*paths: Path) -> str:
             if path.is_dir() and not file.resolve().is_relative_to(path.resolve()):
                 raise ValueError(f"{file} links outside {path}: a stage reads only what its folder holds")
             name = file.relative_to(path) if path.is_dir() else file.name
-            content = hashlib.sha256(file.read_bytes()).digest() if file.is_file() else b"absent"
+            content = b"absent"
+            if file.is_file():
+                data = file.read_bytes()
+                meaning = config_meaning(data) if by_meaning and file.suffix in CONFIG_SUFFIXES else None
+                content = hashlib.sha256(data if meaning is None else b"config\0" + meaning).digest()
             digest.update(f"{name}\0".encode() + content)
     return digest.hexdigest()[:16]
+
+
+class InputsDigest(str):
+    """The digest `inputs_digest` returns: a plain string in a record, which also knows its files, so that
+    `reused` can check a record written before config files counted by their meaning against the byte
+    digest of the same files (`by_bytes`)."""
+
+    paths: tuple[Path, ...]
+
+    def __new__(cls, paths: tuple[Path, ...]) -> InputsDigest:
+        digest = super().__new__(cls, _digest(paths, by_meaning=True))
+        digest.paths = paths
+        return digest
+
+    def by_bytes(self) -> str:
+        return _digest(self.paths, by_meaning=False)
+
+
+def inputs_digest(*paths: Path) -> InputsDigest:
+    """A digest of the files a stage reads (config files, a concept folder, a set's images), so a stage
+    made from other versions of them is not taken for this one. A folder counts with every file in it
+    (by relative name and content); a path that does not exist counts as absent. A YAML config counts by
+    what the CLI reads in it (`config_meaning`), so editing a comment keeps the stages made from it; every
+    other file by its bytes. A link inside a folder that leads out of it is refused: the digest reads
+    only what the folder holds."""
+    return InputsDigest(paths)
 
 
 def set_inputs(folder: Path) -> list[Path]:
@@ -102,6 +143,12 @@ def reused(record: Path, settings: dict, *required: str) -> dict:
         say(f"reusing {record}, made before stages kept their settings: not checked against them")
     unchecked = [key for key in DIGESTS if key in settings and key not in made]
     wanted = _without(settings, unchecked)
+    if made != wanted and _made_by_byte_digest(made, wanted):
+        say(f"reusing {record}, whose digest counted config files by their bytes: they are unchanged; the "
+            "record now counts them by their meaning")  # fmt: skip
+        done = {**done, "settings": {**made, "inputs": str(wanted["inputs"])}}
+        write_record(record, done)
+        made = done["settings"]
     if made != wanted:
         what = "other input files (a config, the concepts or a set changed since)"
         if made.get("prior") != wanted.get("prior"):
@@ -115,6 +162,17 @@ def reused(record: Path, settings: dict, *required: str) -> dict:
         kept = " or ".join(DIGESTS[key] for key in unchecked)
         say(f"reusing {record}, made before stages kept {kept}: not checked against them")
     return done
+
+
+def _made_by_byte_digest(made: dict, wanted: dict) -> bool:
+    """Whether a record differs from these settings only in its input digest, and that digest is the one
+    records kept before config files counted by their meaning, of the same files as now."""
+    inputs = wanted.get("inputs")
+    return (
+        isinstance(inputs, InputsDigest)
+        and _without(made, ["inputs"]) == _without(wanted, ["inputs"])
+        and made.get("inputs") == inputs.by_bytes()
+    )
 
 
 PRIOR_FLAGS = ("--model.init_args.pretrained", "--model.pretrained")

@@ -557,6 +557,67 @@ def test_a_link_out_of_a_stage_folder_is_not_read_into_its_digest(tmp_path):
         stage_records.inputs_digest(folder)
 
 
+def test_a_config_counts_by_what_it_says_not_by_its_comments(tmp_path):
+    """Editing a comment or the layout of a config keeps the stages made from it; changing a value, or the
+    bytes of any other file, does not. A file with a YAML name that is not YAML counts by its bytes."""
+    config = tmp_path / "concept.yaml"
+    config.write_text("model:\n  init_args:\n    lora_lr: 3.0e-3  # the recipe\n")
+    before = stage_records.inputs_digest(config)
+    config.write_text("# why this recipe\nmodel:\n    init_args: {lora_lr: 0.003}\n")
+    assert stage_records.inputs_digest(config) == before
+    config.write_text("model:\n  init_args:\n    lora_lr: 1.0e-3\n")
+    assert stage_records.inputs_digest(config) != before
+    config.write_text("model:\n  init_args:\n    lora_lr: '3.0e-3'\n")  # a string to the loader
+    assert stage_records.inputs_digest(config) != before
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(b"a: [1\n")
+    first = stage_records.inputs_digest(broken)
+    broken.write_bytes(b"a: [1 # \n")
+    assert stage_records.inputs_digest(broken) != first
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("a: &x [*x]\n")  # an anchor that holds itself: no canonical form, so its bytes
+    assert stage_records.config_meaning(loop.read_bytes()) is None
+    assert stage_records.inputs_digest(loop) == stage_records.inputs_digest(loop).by_bytes()
+    other = tmp_path / "notes.txt"
+    other.write_text("a: 1\n")
+    first = stage_records.inputs_digest(other)
+    other.write_text("a: 1  # c\n")
+    assert stage_records.inputs_digest(other) != first
+
+
+def test_a_record_with_the_byte_digest_of_unchanged_files_is_reused_and_updated(tmp_path, capsys):
+    """Records written before configs counted by their meaning keep their files' byte digest: while the
+    files are unchanged such a record is reused (and rewritten with today's digest, so a later comment
+    edit keeps it); once a value changed it is refused."""
+    config = tmp_path / "classifier.yaml"
+    config.write_text("trainer:\n  max_epochs: 60  # long enough\n")
+    digest = stage_records.inputs_digest(config)
+    assert digest.by_bytes() != digest
+    record = tmp_path / "Original-5shot-seed0.json"
+    old = {"metrics": {"test/acc": 0.6}, "settings": {"extra": [], "inputs": digest.by_bytes()}}
+    record.write_text(json.dumps(old))
+    assert (
+        stage_records.reused(record, {"extra": [], "inputs": digest}, "metrics")["metrics"] == old["metrics"]
+    )
+    assert "counted config files by their bytes" in capsys.readouterr().out
+    assert json.loads(record.read_text())["settings"]["inputs"] == digest
+
+    config.write_text("trainer:\n  max_epochs: 60  # enough for the tiny world\n")
+    assert stage_records.reused(record, {"extra": [], "inputs": stage_records.inputs_digest(config)})
+    record.write_text(json.dumps(old))  # the old byte digest, but a comment changed since it was written
+    with pytest.raises(ValueError, match="made with other input files"):
+        stage_records.reused(record, {"extra": [], "inputs": stage_records.inputs_digest(config)})
+    record.write_text(json.dumps({**old, "settings": {"extra": ["--x=1"], "inputs": digest.by_bytes()}}))
+    config.write_text("trainer:\n  max_epochs: 60  # long enough\n")
+    with pytest.raises(ValueError, match="made with other settings"):  # the digest alone is forgiven
+        stage_records.reused(record, {"extra": [], "inputs": stage_records.inputs_digest(config)})
+    config.write_text("trainer:\n  max_epochs: 120\n")
+    record.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="made with other input files"):
+        stage_records.reused(record, {"extra": [], "inputs": stage_records.inputs_digest(config)})
+
+
 def test_a_sets_digest_covers_every_image_its_records_name(tmp_path):
     """The writer puts images under images/, but a record may name an image elsewhere in the set folder:
     changing that one must change the digest too; a set without such records keeps its digest."""
