@@ -33,6 +33,13 @@ def method_config(method: str) -> Path:
     return REPO / "configs" / "expand" / f"{method}.yaml"
 
 
+def uses_concepts(config: Path) -> bool:
+    """Whether a method config takes a concept folder (model.init_args.concepts; the benchmark then passes
+    the subset's), read as YAML: a comment that mentions concepts does not count."""
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    return "concepts" in (model.get("init_args") or {})
+
+
 def classifier_config_seed(path: Path = CLASSIFIER_CONFIG) -> int:
     """The classifier config's seed_everything: the seed of a run given no other."""
     seed = (yaml.safe_load(path.read_text()) or {}).get("seed_everything")

@@ -32,7 +32,7 @@ from typing import NamedTuple
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_protocol import method_config  # noqa: E402
+from benchmarks.bench_protocol import method_config, uses_concepts  # noqa: E402
 
 CONCEPTS = "assets/concepts/fashion_mnist-5shot-seed0"
 QUALITY = ("faithfulness", "diversity", "frechet_distance")
@@ -119,7 +119,7 @@ def run_row(method: str, setting: Setting, seed: int, args, work: Path) -> dict:
         *setting.method_args(method),
         *METHOD_ARGS.get(method, []),
     ]
-    if "concepts:" in config.read_text() or "uses_concepts=true" in " ".join(cli_args):
+    if uses_concepts(config) or "uses_concepts=true" in " ".join(cli_args):
         cli_args.append(f"--model.init_args.concepts={CONCEPTS}")
     cli = expand.cli_main(cli_args, run=False)
     timer = StageTimer()

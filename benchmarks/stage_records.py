@@ -15,17 +15,48 @@ from benchmarks.bench_protocol import say
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
+# A config's meaning is used only when it is small plain data; anything else (aliases expanded into a huge
+# tree, a nesting deep enough to exhaust the stack) counts by its bytes instead.
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 64
+
+
 def config_meaning(data: bytes) -> bytes | None:
     """A config file's content as the CLI reads it (jsonargparse's YAML loader), serialised: the same for two
-    files that differ only in comments, layout or quoting the loader reads alike (key order still counts).
-    None for a file that is not such a config (not UTF-8 text, not YAML, a self-referencing anchor): it
-    then counts by its bytes."""
+    files that differ only in comments or layout, or that write the same number or string two ways the
+    loader reads alike (`1e-3` and `0.001`); key order still counts. None for a file that is not such a
+    config (not UTF-8 text, not YAML, or not plain data: a key that is not a string, a tagged value such as
+    a date, a set or bytes, an alias-expanded or very deep tree): it then counts by its bytes. (After an
+    upgrade that changes jsonargparse's loader, a config may read differently and its stages be refused.)"""
     from jsonargparse import get_loader
 
     try:
-        return json.dumps(get_loader("yaml")(data.decode()), default=repr).encode()
-    except (UnicodeDecodeError, yaml.YAMLError, ValueError):
+        value = get_loader("yaml")(data.decode())
+    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return None
+    if not _plain_data(value):
+        return None
+    return json.dumps(value).encode()
+
+
+def _plain_data(value) -> bool:
+    """Whether a loaded value is JSON data (string keys; lists, strings, numbers, booleans, None), of at
+    most MAX_CONFIG_NODES nodes and MAX_CONFIG_DEPTH levels, so that it serialises to one text."""
+    stack, nodes = [(value, 0)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_CONFIG_NODES or depth > MAX_CONFIG_DEPTH:
+            return False
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif item is not None and not isinstance(item, str | int | float):  # bool is an int
+            return False
+    return True
 
 
 def _digest(paths: tuple[Path, ...], by_meaning: bool) -> str:
@@ -58,7 +89,11 @@ class InputsDigest(str):
         return digest
 
     def by_bytes(self) -> str:
+        """The digest of the same files with every file counted by its bytes (records before the change)."""
         return _digest(self.paths, by_meaning=False)
+
+    def __reduce__(self):  # a copy or a pickle is the plain digest: it does not need the files again
+        return (str, (str(self),))
 
 
 def inputs_digest(*paths: Path) -> InputsDigest:
@@ -147,8 +182,11 @@ def reused(record: Path, settings: dict, *required: str) -> dict:
         say(f"reusing {record}, whose digest counted config files by their bytes: they are unchanged; the "
             "record now counts them by their meaning")  # fmt: skip
         done = {**done, "settings": {**made, "inputs": str(wanted["inputs"])}}
-        write_record(record, done)
         made = done["settings"]
+        try:
+            write_record(record, done)
+        except OSError as err:  # a read-only --out: the record holds, it is only not updated
+            say(f"could not update {record} ({err}): it is reused as it is")
     if made != wanted:
         what = "other input files (a config, the concepts or a set changed since)"
         if made.get("prior") != wanted.get("prior"):

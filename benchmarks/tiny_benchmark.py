@@ -58,6 +58,7 @@ from benchmarks.bench_protocol import (  # noqa: E402
     classifier_config_seed,
     method_config,
     say,
+    uses_concepts,
 )
 from benchmarks.bench_report import write_report  # noqa: E402
 from benchmarks.machine import machine_summary  # noqa: E402
@@ -153,11 +154,6 @@ def chosen_concepts(out: Path, shots: int, seed: int, extra: list[str], runs: in
     say(f"chose {chosen.name}: mean agreement " + ", ".join(f"{r['mean']:.3f}" for r in result["runs"]))
     write_record(record, {**result, "chosen_folder": str(chosen), "settings": settings})
     return chosen
-
-
-def uses_concepts(config: Path) -> bool:
-    """Whether a method config takes a concept folder (the benchmark then passes the subset's)."""
-    return "concepts:" in config.read_text()
 
 
 def set_settings(method: str, concepts: Path, extra: list[str], paper: bool = False) -> dict:

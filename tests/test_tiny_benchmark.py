@@ -2,6 +2,7 @@
 accuracies, the split it was evaluated on, CSV and the split-ratio plot from measured results; the
 ceiling set the benchmark writes."""
 
+import copy
 import csv
 import json
 import os
@@ -569,6 +570,25 @@ def test_a_config_counts_by_what_it_says_not_by_its_comments(tmp_path):
     assert stage_records.inputs_digest(config) != before
     config.write_text("model:\n  init_args:\n    lora_lr: '3.0e-3'\n")  # a string to the loader
     assert stage_records.inputs_digest(config) != before
+    # jsonargparse's loader, not plain PyYAML (which reads 1e-3 as a string): the CLI's reading
+    assert stage_records.config_meaning(b"lr: 1e-3\n") == stage_records.config_meaning(b"lr: 0.001 # c\n")
+
+    for odd, plain in [
+        (b"1: x\n", b"'1': x\n"),  # keys the CLI may read apart though JSON would write them alike
+        (b"~: x\n", b"'null': x\n"),
+        (b"a: !!timestamp 2020-01-01\n", b"a: 'datetime.date(2020, 1, 1)'\n"),
+        (b"a: !!binary aGk=\n", b"a: \"b'hi'\"\n"),
+        (b"a: !!set {x, y, z}\n", b"a: {x: null, y: null, z: null}\n"),
+        (b"? !!binary aGk=\n: 1\n", b"hi: 1\n"),
+    ]:
+        assert stage_records.config_meaning(odd) is None, odd  # counts by its bytes: never alike
+        assert stage_records.config_meaning(plain) is not None, plain
+    deep = b"a: " + b"[" * 2000 + b"]" * 2000 + b"\n"
+    assert stage_records.config_meaning(deep) is None
+    bomb = b"a: &a [x, x, x, x, x, x, x, x, x, x]\n" + b"".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n".encode() for p, c in zip("abcdef", "bcdefg", strict=True)
+    )
+    assert stage_records.config_meaning(bomb) is None  # aliases that expand to ten million nodes
 
     broken = tmp_path / "broken.yaml"
     broken.write_bytes(b"a: [1\n")
@@ -586,6 +606,16 @@ def test_a_config_counts_by_what_it_says_not_by_its_comments(tmp_path):
     assert stage_records.inputs_digest(other) != first
 
 
+def test_a_method_uses_concepts_when_its_config_sets_them_not_when_a_comment_names_them(tmp_path):
+    config = tmp_path / "method.yaml"
+    config.write_text("# concepts: set model.init_args.concepts to use them\nmodel:\n  init_args: {}\n")
+    assert not tiny_benchmark.uses_concepts(config)
+    config.write_text("model:\n  init_args:\n    concepts: assets/concepts/x  # learned\n")
+    assert tiny_benchmark.uses_concepts(config)
+    assert tiny_benchmark.uses_concepts(tiny_benchmark.method_config("diffii"))
+    assert not tiny_benchmark.uses_concepts(tiny_benchmark.method_config("distdiff"))
+
+
 def test_a_record_with_the_byte_digest_of_unchanged_files_is_reused_and_updated(tmp_path, capsys):
     """Records written before configs counted by their meaning keep their files' byte digest: while the
     files are unchanged such a record is reused (and rewritten with today's digest, so a later comment
@@ -601,7 +631,9 @@ def test_a_record_with_the_byte_digest_of_unchanged_files_is_reused_and_updated(
         stage_records.reused(record, {"extra": [], "inputs": digest}, "metrics")["metrics"] == old["metrics"]
     )
     assert "counted config files by their bytes" in capsys.readouterr().out
-    assert json.loads(record.read_text())["settings"]["inputs"] == digest
+    updated = json.loads(record.read_text())
+    assert updated == {**old, "settings": {"extra": [], "inputs": digest}}  # nothing else lost
+    assert copy.deepcopy(digest) == digest and type(copy.deepcopy(digest)) is str
 
     config.write_text("trainer:\n  max_epochs: 60  # enough for the tiny world\n")
     assert stage_records.reused(record, {"extra": [], "inputs": stage_records.inputs_digest(config)})
