@@ -32,7 +32,7 @@ def config_meaning(data: bytes) -> bytes | None:
 
     try:
         value = get_loader("yaml")(data.decode())
-    except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+    except Exception:  # whatever the loader raises (a bad tag's value, a deep nest): not a config
         return None
     if not _plain_data(value):
         return None

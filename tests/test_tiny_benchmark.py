@@ -580,6 +580,8 @@ def test_a_config_counts_by_what_it_says_not_by_its_comments(tmp_path):
         (b"a: !!binary aGk=\n", b"a: \"b'hi'\"\n"),
         (b"a: !!set {x, y, z}\n", b"a: {x: null, y: null, z: null}\n"),
         (b"? !!binary aGk=\n: 1\n", b"hi: 1\n"),
+        (b"a: !!int abc\n", b"a: abc\n"),  # the loader raises ValueError on these
+        (b"a: !!timestamp 2020-13-45\n", b"a: '2020-13-45'\n"),
     ]:
         assert stage_records.config_meaning(odd) is None, odd  # counts by its bytes: never alike
         assert stage_records.config_meaning(plain) is not None, plain
