@@ -33,11 +33,16 @@ def method_config(method: str) -> Path:
     return REPO / "configs" / "expand" / f"{method}.yaml"
 
 
+def model_section(config: Path) -> tuple[dict, dict]:
+    """A config's `model` section and that section's `init_args`, read as YAML (each empty where absent)."""
+    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+    return model, model.get("init_args") or {}
+
+
 def uses_concepts(config: Path) -> bool:
     """Whether a method config takes a concept folder (model.init_args.concepts; the benchmark then passes
     the subset's), read as YAML: a comment that mentions concepts does not count."""
-    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
-    return "concepts" in (model.get("init_args") or {})
+    return "concepts" in model_section(config)[1]
 
 
 def classifier_config_seed(path: Path = CLASSIFIER_CONFIG) -> int:

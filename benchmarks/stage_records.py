@@ -8,9 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
-
-from benchmarks.bench_protocol import say
+from benchmarks.bench_protocol import model_section, say
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 
@@ -225,8 +223,8 @@ def prior_of(config: Path, extra: list[str]) -> str:
         flag, given, value = extra[i].partition("=")
         if flag in PRIOR_FLAGS and (given or i + 1 < len(extra)):
             return value if given else extra[i + 1]
-    model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
-    return str((model.get("init_args") or {}).get("pretrained") or model.get("pretrained") or DEFAULT_PRIOR)
+    model, init_args = model_section(config)
+    return str(init_args.get("pretrained") or model.get("pretrained") or DEFAULT_PRIOR)
 
 
 def prior_fingerprint(config: Path, extra: list[str]) -> str:
