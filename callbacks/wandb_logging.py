@@ -183,7 +183,8 @@ def set_names(folders: list[str]) -> list[str]:
 class SyntheticSamplesLogger(Callback):
     """At the start of fit, per synthetic set: its contact sheet (one row per class, named) as the
     image `synthetic/<name>`, and its `set_metrics.json` figures in the run summary as
-    `synthetic/<name>/<figure>`, so a classifier run says how good the sets it trained on were."""
+    `synthetic/<name>/<figure>`, so a classifier run says how good the sets it trained on were; with the
+    data module's `synthetic_filter`, also `synthetic/<name>/kept_images` of `synthetic/<name>/images`."""
 
     def on_fit_start(self, trainer, pl_module) -> None:
         dm = trainer.datamodule
@@ -195,6 +196,9 @@ class SyntheticSamplesLogger(Callback):
         for folder, name in zip(folders, set_names(list(folders)), strict=True):
             key = f"synthetic/{name}"
             figures = {f"{key}/{k}": v for k, v in set_figures(folder).items()}
+            kept = getattr(dm, "filter_kept", {}).get(str(folder))
+            if kept is not None:  # the data module's synthetic_filter cut the set: what it trained on
+                figures[f"{key}/kept_images"], figures[f"{key}/images"] = kept
             sheet = contact_sheet(folder, label_rows=True, class_names=class_names)
             for logger in loggers:
                 if figures:

@@ -7,6 +7,9 @@ drawn afresh each epoch from (seed, epoch, index); `mixing: concat` joins the se
 synthetic_only` replaces every real sample (p does not apply): no real image enters training.
 A set's soft labels (Diff-Mix's) are the training targets of its images; `soft_labels: false` trains on
 each image's class label alone instead (the ablation that tells a soft label's share of a gain).
+`synthetic_filter: {kind: probe_agree}` keeps, of each set, the images that a linear probe fitted on the real
+training images' pretrained features puts in their own class (`diffexpand.classification.set_filter`);
+null (default) trains on every image. The share each set keeps is printed and logged.
 
 `eval_split: test` (default) evaluates on the dataset's full test split; `eval_split: validation` on the
 validation split carved from the training split (`diffexpand.data.subsets.validation_indices`:
@@ -22,10 +25,12 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from diffexpand.classification.mixing import MIXINGS, augmentation_seed, replacement, soft_target
+from diffexpand.classification.set_filter import filter_indices, parse_filter_spec
 from diffexpand.classification.synthetic import SyntheticSet
 from diffexpand.data.folder_check import readable_subset
 from diffexpand.data.images import checked_subset
@@ -193,6 +198,7 @@ class ClassificationDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_split: Literal["test", "validation"] = "test",
         validation_per_class: int = VALIDATION_PER_CLASS,
+        synthetic_filter: dict | None = None,
     ):
         """`eval_split`: what the classifier is evaluated on — "test" (the dataset's test split) or
         "validation" (carved from the training split, `validation_per_class` images per class); the
@@ -210,6 +216,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"validation_per_class must be a whole number, got {validation_per_class!r}")
         if validation_per_class < 1:
             raise ValueError(f"validation_per_class must be >= 1, got {validation_per_class}")
+        self.filter_spec = parse_filter_spec(synthetic_filter, "data.init_args.synthetic_filter")
+        self.filter_kept: dict[str, tuple[int, int]] = {}  # set folder -> (images kept, images in it)
         self.save_hyperparameters()
         self._train_data = None
         self._validation = None  # the validation split's indices, once computed and checked
@@ -263,6 +271,8 @@ class ClassificationDataModule(L.LightningDataModule):
             if hp.eval_split == "validation":
                 held = {data.ids[int(i)] for i in self._validation_indices()}
                 refuse_sets_made_from(synthetic, held)
+            if self.filter_spec is not None and synthetic:
+                synthetic = self._filtered(synthetic)
             self.train_set = TrainSet(
                 data,
                 self.indices,
@@ -277,6 +287,32 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         if stage in (None, "fit", "validate", "test"):
             self.test_set = TestSet(self._eval_data(), hp.image_size)
+
+    def _filtered(self, sets: list[SyntheticSet]) -> list[SyntheticSet]:
+        """Each set cut to the images the filter keeps, every image seen as the classifier sees it."""
+        data, size = self._train_data, self.hparams.image_size
+
+        def real_images() -> torch.Tensor:
+            return torch.stack([image_to_tensor(data.image(int(j)), size) for j in self.indices])
+
+        def set_images(syn: SyntheticSet):
+            return lambda: torch.stack([image_to_tensor(syn.image(i), size) for i in range(len(syn))])
+
+        labels = torch.as_tensor(np.asarray(data.labels)[self.indices])
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+        kept = filter_indices(
+            self.filter_spec,
+            real_images,
+            labels,
+            [(set_images(syn), torch.tensor([r["label"] for r in syn.records])) for syn in sets],
+            self.num_classes,
+            device,
+        )
+        for syn, keep in zip(sets, kept, strict=True):
+            self.filter_kept[str(syn.folder)] = (len(keep), len(syn))
+            kind = self.filter_spec.kind
+            rank_zero_info(f"synthetic_filter {kind}: {syn.folder} keeps {len(keep)} of {len(syn)} images")
+        return [syn.subset(keep) for syn, keep in zip(sets, kept, strict=True)]
 
     def _eval_data(self) -> LabeledImages:
         """The images the classifier is evaluated on: the test split, or the validation split."""

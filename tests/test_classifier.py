@@ -168,7 +168,8 @@ def test_test_split_is_disjoint_from_everything_trained_on(tiny_sd_dir, tmp_path
 def test_train_fit_writes_a_wandb_run_where_wandb_sync_finds_it(tmp_path, monkeypatch, capsys):
     """The default recipe, run from a fresh directory: the offline run lands in ./wandb (what `wandb
     sync` with no path uploads) and says so; checkpoints and config.yaml stay in default_root_dir. The
-    run holds the resolved config once, typed; per-class plots with class names; the set's figures."""
+    run holds the resolved config once, typed; per-class plots with class names; the set's figures and
+    how many of its images the set filter kept."""
     from wandb_runs import read_run, table
 
     import train
@@ -184,6 +185,7 @@ def test_train_fit_writes_a_wandb_run_where_wandb_sync_finds_it(tmp_path, monkey
         "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
         "--trainer.limit_test_batches=2", "--model.init_args.backbone=resnet10t",
         f"--data.init_args.synthetic=[{syn}]", "--data.init_args.real.shots=2", "--data.init_args.p=0.25",
+        "--data.init_args.synthetic_filter={kind: probe_agree, extractor: oracle}",
     ])  # fmt: skip
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     printed = capsys.readouterr().out
@@ -208,6 +210,13 @@ def test_train_fit_writes_a_wandb_run_where_wandb_sync_finds_it(tmp_path, monkey
     assert "real" not in config and "shots" not in config
     assert "test/acc" in summary and "test/mean_class_acc" in summary and "val/acc_best" in summary
     assert summary["synthetic/syn/faithfulness"] == 0.85 and summary["synthetic/syn/diversity"] == 0.4
+    # the filter (identical white images: one class agrees, every other keeps one image) and what it kept
+    filter_config = {k: v for k, v in config.items() if k.startswith("data.init_args.synthetic_filter")}
+    assert filter_config == {
+        "data.init_args.synthetic_filter.kind": "probe_agree",
+        "data.init_args.synthetic_filter.extractor": "oracle",
+    }
+    assert summary["synthetic/syn/images"] == 20 and 10 <= summary["synthetic/syn/kept_images"] < 20
 
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
              "Ankle boot"]  # fmt: skip
