@@ -196,7 +196,7 @@ class SyntheticSamplesLogger(Callback):
         for folder, name in zip(folders, set_names(list(folders)), strict=True):
             key = f"synthetic/{name}"
             figures = {f"{key}/{k}": v for k, v in set_figures(folder).items()}
-            kept = getattr(dm, "filter_kept", {}).get(str(folder))
+            kept = getattr(dm, "filter_kept", {}).get(str(folder))  # keyed by the config's string
             if kept is not None:  # the data module's synthetic_filter cut the set: what it trained on
                 figures[f"{key}/kept_images"], figures[f"{key}/images"] = kept
             sheet = contact_sheet(folder, label_rows=True, class_names=class_names)

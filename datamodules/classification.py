@@ -162,6 +162,7 @@ class TestSet(Dataset):
 
 
 EVAL_SPLITS = ("test", "validation")
+FILTER_BATCH = 64  # images decoded and embedded at a time by the synthetic-set filter
 
 
 def refuse_sets_made_from(sets: list[SyntheticSet], held: set[str]) -> None:
@@ -272,7 +273,7 @@ class ClassificationDataModule(L.LightningDataModule):
                 held = {data.ids[int(i)] for i in self._validation_indices()}
                 refuse_sets_made_from(synthetic, held)
             if self.filter_spec is not None and synthetic:
-                synthetic = self._filtered(synthetic)
+                synthetic = self._filtered([str(f) for f in hp.synthetic], synthetic)
             self.train_set = TrainSet(
                 data,
                 self.indices,
@@ -288,31 +289,41 @@ class ClassificationDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate", "test"):
             self.test_set = TestSet(self._eval_data(), hp.image_size)
 
-    def _filtered(self, sets: list[SyntheticSet]) -> list[SyntheticSet]:
-        """Each set cut to the images the filter keeps, every image seen as the classifier sees it."""
-        data, size = self._train_data, self.hparams.image_size
-
-        def real_images() -> torch.Tensor:
-            return torch.stack([image_to_tensor(data.image(int(j)), size) for j in self.indices])
-
-        def set_images(syn: SyntheticSet):
-            return lambda: torch.stack([image_to_tensor(syn.image(i), size) for i in range(len(syn))])
-
-        labels = torch.as_tensor(np.asarray(data.labels)[self.indices])
-        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
-        kept = filter_indices(
-            self.filter_spec,
-            real_images,
-            labels,
-            [(set_images(syn), torch.tensor([r["label"] for r in syn.records])) for syn in sets],
-            self.num_classes,
-            device,
-        )
-        for syn, keep in zip(sets, kept, strict=True):
-            self.filter_kept[str(syn.folder)] = (len(keep), len(syn))
-            kind = self.filter_spec.kind
-            rank_zero_info(f"synthetic_filter {kind}: {syn.folder} keeps {len(keep)} of {len(syn)} images")
+    def _filtered(self, folders: list[str], sets: list[SyntheticSet]) -> list[SyntheticSet]:
+        """Each set cut to the images the filter keeps, every image seen as the classifier sees it.
+        Under DDP rank 0 decides and the others take its indices: ranks that kept different images
+        would train on different pools (or, under concat, run different numbers of batches)."""
+        trainer = self.trainer  # None when the module is used on its own
+        if trainer is None or trainer.world_size == 1:
+            kept = self._filter_indices(sets, "cpu" if trainer is None else trainer.strategy.root_device)
+        else:
+            mine = (
+                self._filter_indices(sets, trainer.strategy.root_device) if trainer.is_global_zero else None
+            )
+            kept = trainer.strategy.broadcast(mine, src=0)
+        kind = self.filter_spec.kind
+        for folder, syn, keep in zip(folders, sets, kept, strict=True):
+            self.filter_kept[folder] = (len(keep), len(syn))  # keyed as the config names the set
+            rank_zero_info(f"synthetic_filter {kind}: {folder} keeps {len(keep)} of {len(syn)} images")
         return [syn.subset(keep) for syn, keep in zip(sets, kept, strict=True)]
+
+    def _filter_indices(self, sets: list[SyntheticSet], device) -> list[list[int]]:
+        data, size, batch = self._train_data, self.hparams.image_size, FILTER_BATCH
+
+        def batches(count: int, image_of):
+            def each():
+                for start in range(0, count, batch):
+                    chunk = range(start, min(start + batch, count))
+                    yield torch.stack([image_to_tensor(image_of(i), size) for i in chunk])
+
+            return each
+
+        real = batches(len(self.indices), lambda i: data.image(int(self.indices[i])))
+        labels = torch.as_tensor(np.asarray(data.labels)[self.indices])
+        per_set = [
+            (batches(len(syn), syn.image), torch.tensor([r["label"] for r in syn.records])) for syn in sets
+        ]
+        return filter_indices(self.filter_spec, real, labels, per_set, self.num_classes, device)
 
     def _eval_data(self) -> LabeledImages:
         """The images the classifier is evaluated on: the test split, or the validation split."""

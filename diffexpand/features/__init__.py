@@ -14,6 +14,8 @@ import torch
 
 from .base import FeatureExtractor
 
+EXTRACTOR_KINDS = ("oracle", "timm", "open_clip", "clip")
+
 
 def build_extractor(spec: str | dict) -> FeatureExtractor:
     args = {"kind": spec} if isinstance(spec, str) else dict(spec)
@@ -36,7 +38,7 @@ def build_extractor(spec: str | dict) -> FeatureExtractor:
         from .clip import TransformersClipFeatures
 
         return TransformersClipFeatures(**args)
-    raise ValueError(f"unknown feature extractor kind {kind!r}; use oracle, timm, open_clip or clip")
+    raise ValueError(f"unknown feature extractor kind {kind!r}; use one of {list(EXTRACTOR_KINDS)}")
 
 
 def normalized(features: torch.Tensor) -> torch.Tensor:
@@ -49,4 +51,4 @@ def embed_normalized(extractor: FeatureExtractor, images: torch.Tensor, batch: i
     return torch.cat([normalized(extractor(chunk)) for chunk in images.split(batch)])
 
 
-__all__ = ["FeatureExtractor", "build_extractor", "embed_normalized", "normalized"]
+__all__ = ["EXTRACTOR_KINDS", "FeatureExtractor", "build_extractor", "embed_normalized", "normalized"]
