@@ -126,3 +126,35 @@ def test_data_module_trains_only_on_the_set_images_the_probe_puts_in_their_class
     assert len(kept) >= 8  # of the 16 correctly labelled
     assert module.filter_kept == {str(folder): (len(kept), 24)}
     assert set(module.train_set.candidates) == {TROUSER, BAG}
+
+
+def test_under_ddp_every_rank_trains_on_the_images_rank_zero_kept(tmp_path, monkeypatch):
+    """Ranks that each fitted their own probe could keep different images; a rank other than 0 takes
+    rank 0's indices from the broadcast and computes nothing itself."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    images = [Image.new("RGB", (8, 8), (v, v, v)) for v in (0, 60, 120, 180)]
+    folder = _write(tmp_path / "set", images, [0, 0, 1, 1])
+    module = ClassificationDataModule(
+        real={"dataset": "fashion_mnist", "shots": 1, "seed": 0},
+        synthetic=[str(folder)],
+        synthetic_filter={"kind": "probe_agree"},
+    )
+    sent = []
+
+    def broadcast(obj, src):
+        sent.append((obj, src))
+        return [[1, 2]]  # what rank 0 kept
+
+    def computed_here(*_):
+        raise AssertionError("a rank other than 0 fitted its own probe")
+
+    monkeypatch.setattr(module, "_filter_indices", computed_here)
+    strategy = SimpleNamespace(root_device="cpu", broadcast=broadcast)
+    module.trainer = SimpleNamespace(world_size=2, is_global_zero=False, strategy=strategy)
+    module.setup("fit")
+    assert sent == [(None, 0)]
+    assert [r["id"] for r in module.train_set.synthetic[0].records] == ["i001", "i002"]
+    assert module.filter_kept == {str(folder): (2, 4)}
