@@ -3,9 +3,9 @@ the set puts in the class they were made for.
 
 The judge (`kind: probe_agree`) is a softmax regression on frozen pretrained features of the real training
 images alone (`fit_linear_probe`): a few real images per class are enough for a linear probe on ImageNet
-features to tell the classes apart far better than chance, and an image it reads as another class is most
-often one the generator drew off its label. A class the probe agrees with on no image keeps its most
-probable one, so replacement never loses a class's candidates entirely.
+features to tell the classes apart far better than chance, and an image it reads as another class is
+often one the generator drew off its label (it drops some good images too). A class the probe agrees with
+on no image keeps its most probable one, so replacement never loses a class's candidates entirely.
 
     synthetic_filter: {kind: probe_agree}                                  # EfficientNet-Lite0 features
     synthetic_filter: {kind: probe_agree, extractor: {kind: open_clip, model_name: ViT-B-32, pretrained: ...}}
