@@ -294,12 +294,11 @@ class ClassificationDataModule(L.LightningDataModule):
         Under DDP rank 0 decides and the others take its indices: ranks that kept different images
         would train on different pools (or, under concat, run different numbers of batches)."""
         trainer = self.trainer  # None when the module is used on its own
+        device = "cpu" if trainer is None else trainer.strategy.root_device
         if trainer is None or trainer.world_size == 1:
-            kept = self._filter_indices(sets, "cpu" if trainer is None else trainer.strategy.root_device)
+            kept = self._filter_indices(sets, device)
         else:
-            mine = (
-                self._filter_indices(sets, trainer.strategy.root_device) if trainer.is_global_zero else None
-            )
+            mine = self._filter_indices(sets, device) if trainer.is_global_zero else None
             kept = trainer.strategy.broadcast(mine, src=0)
         kind = self.filter_spec.kind
         for folder, syn, keep in zip(folders, sets, kept, strict=True):
